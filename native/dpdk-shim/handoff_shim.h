@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT
+ * Handoff DPDK shim: the public ABI bound by src/offload with koffi.
+ *
+ * Every struct here crosses the FFI boundary. Its size and field offsets are
+ * published by hs_abi_layout() and checked against the koffi declarations by
+ * test/offload-abi.test.ts, so change both sides and bump HS_ABI_VERSION.
+ *
+ * Conventions: addresses and ports are in host byte order at this boundary;
+ * functions return 0 (or a count) on success and -errno on failure, with a
+ * human-readable reason in hs_last_error(). Nothing here exits the process.
+ */
+#ifndef HANDOFF_SHIM_H
+#define HANDOFF_SHIM_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HS_ABI_VERSION 1
+
+#define HS_MAX_PORTS 8
+#define HS_MAX_WORKERS 16
+#define HS_MAX_VIPS 64
+#define HS_MAX_HOSTS 4096
+#define HS_MAX_HOLD_PER_FLOW 64
+/** Largest frame carried through the exception and TX bursts. */
+#define HS_PKT_MAX 2048
+#define HS_DEVICE_NAME_LEN 64
+
+/** Mapping states (design.md §3.4-7). */
+enum hs_flow_state {
+	HS_STATE_PENDING = 1, /**< blob in flight: packets are held */
+	HS_STATE_ACTIVE = 2,  /**< host has the socket: packets are tunnelled */
+	HS_STATE_CLOSING = 3, /**< FIN or RST seen: still tunnelled until removed */
+};
+
+/** Why a packet reached the exception ring. */
+enum hs_exc_reason {
+	HS_EXC_MISS = 1,  /**< VIP service traffic with no mapping */
+	HS_EXC_LOCAL = 2, /**< traffic to the balancer's own address */
+};
+
+struct hs_port_conf {
+	/** DPDK device name ("net_tap0", "0000:01:00.0"), or with ring=1 the
+	 *  name of an in-process ring port the shim creates (tests). */
+	char device[HS_DEVICE_NAME_LEN];
+	uint32_t ip;      /**< the balancer's own address on this port */
+	uint16_t mtu;     /**< underlay MTU (IP bytes); 0 means 1500 */
+	uint8_t ring;     /**< 1: create a ring port fed by hs_ring_port_inject */
+	uint8_t promisc;  /**< 1: enable promiscuous mode */
+	uint16_t rx_desc; /**< 0 means 1024 */
+	uint16_t tx_desc; /**< 0 means 1024 */
+};
+
+struct hs_vip_conf {
+	uint32_t ip;
+	uint16_t port;
+	uint8_t proto; /**< IPPROTO_TCP or IPPROTO_UDP */
+	uint8_t reserved;
+};
+
+struct hs_config {
+	uint32_t n_ports;
+	uint32_t n_vips;
+	uint32_t n_workers;        /**< worker lcores used, taken in EAL order */
+	uint32_t mbufs;            /**< mempool size; 0 means 8191 */
+	uint32_t mapping_capacity; /**< 0 means 65536 */
+	uint32_t hold_flows;       /**< PENDING flows that may hold packets; 0 means 1024 */
+	uint32_t hold_per_flow;    /**< 0 means 8; at most HS_MAX_HOLD_PER_FLOW */
+	uint32_t hold_total;       /**< held packets, all flows; 0 means 4096 */
+	uint32_t exc_ring_size;    /**< power of two; 0 means 4096 */
+	uint32_t tx_ring_size;     /**< power of two; 0 means 4096 */
+	uint32_t idle_sleep_us;    /**< 0: pure busy-poll */
+	uint32_t idle_spins;       /**< empty polls before sleeping; 0 means 64 */
+	struct hs_port_conf ports[HS_MAX_PORTS];
+	struct hs_vip_conf vips[HS_MAX_VIPS];
+};
+
+struct hs_host_conf {
+	uint32_t ip;              /**< the host's underlay address (VTEP) */
+	uint16_t port;            /**< shim port index the host is reached through */
+	uint8_t nexthop_mac[6];   /**< outer Ethernet destination */
+	uint8_t inner_mac[6];     /**< the host's VXLAN device MAC */
+	uint16_t reserved;
+};
+
+/** A mapping record: 5-tuple to host and flow ID (design.md §1, C8). */
+struct hs_mapping {
+	uint32_t client_ip;
+	uint32_t vip;
+	uint16_t client_port;
+	uint16_t vip_port;
+	uint8_t proto;
+	uint8_t state;   /**< enum hs_flow_state */
+	uint16_t host_id;
+	uint32_t flow_id; /**< VXLAN VNI: 24 bits */
+	uint32_t reserved;
+	uint64_t packets; /**< tunnelled so far (lookup only) */
+	uint64_t bytes;
+};
+
+/** Per-packet descriptor of a burst buffer: no JS object per packet. */
+struct hs_pkt_meta {
+	uint32_t offset; /**< frame start within the burst buffer */
+	uint16_t len;
+	uint16_t port;   /**< shim port index */
+	uint16_t reason; /**< enum hs_exc_reason (exception bursts) */
+	uint16_t worker;
+	uint32_t reserved;
+};
+
+struct hs_port_info {
+	uint16_t port_id; /**< DPDK port id */
+	uint8_t mac[6];
+	uint32_t ip;
+	uint16_t mtu;
+	uint16_t reserved;
+};
+
+/** @return HS_ABI_VERSION. */
+uint32_t hs_abi_version(void);
+
+/**
+ * Write the ABI layout (every struct's size and field offsets) as JSON.
+ * @return bytes needed excluding the NUL; -ENOSPC if @p len is too small.
+ */
+int hs_abi_layout(char *buf, size_t len);
+
+/** The reason for the last failure, or "" (never NULL). */
+const char *hs_last_error(void);
+
+/**
+ * Initialise EAL from @p argv, configure ports, tables and rings, and launch
+ * the workers.
+ * @return 0, or -EALREADY (already running or EAL used in this process),
+ *   -EINVAL (bad argument or configuration), -ENODEV (device not found),
+ *   -ENOMEM (allocation failed), -EIO (device refused its configuration),
+ *   or the negated rte_errno of rte_eal_init.
+ */
+int hs_init(int argc, const char *const *argv, const struct hs_config *cfg);
+
+/**
+ * Stop workers, close ports, free everything and clean EAL up. EAL cannot be
+ * initialised again in the same process.
+ * @return 0, or -ENOTCONN when not running.
+ */
+int hs_stop(void);
+
+/** @return 1 while the workers run, else 0. */
+int hs_running(void);
+
+/**
+ * @return 0 and *out filled, -ENOTCONN, or -EINVAL (bad port index).
+ */
+int hs_port_info(uint32_t port, struct hs_port_info *out);
+
+/**
+ * Define or replace host @p id. Safe while workers run (RCU).
+ * @return 0, -ENOTCONN, -EINVAL (id or port out of range), -ENOMEM.
+ */
+int hs_host_set(uint32_t id, const struct hs_host_conf *host);
+
+/**
+ * Insert a mapping. The flow ID must fit 24 bits and the host be defined.
+ * @return 0, -ENOTCONN, -EINVAL, -EEXIST, -ENOSPC (table full).
+ */
+int hs_mapping_insert(const struct hs_mapping *m);
+
+/**
+ * Insert @p n mappings, stopping at the first failure.
+ * @return how many were inserted; on a failure, -errno if none was.
+ */
+int hs_mapping_insert_bulk(const struct hs_mapping *m, uint32_t n);
+
+/**
+ * Change a mapping's state. PENDING to ACTIVE releases the held packets in
+ * order.
+ * @return 0, -ENOTCONN, -EINVAL, -ENOENT, -EAGAIN (state set, but a worker's
+ *   command ring was full: held packets go with the flow's next packet).
+ */
+int hs_mapping_set_state(const struct hs_mapping *key, uint32_t state);
+
+/**
+ * Remove a mapping; its held packets are dropped (counted).
+ * @return 0, -ENOTCONN, -ENOENT.
+ */
+int hs_mapping_delete(const struct hs_mapping *key);
+
+/** @return 0 and *out filled, -ENOTCONN, -ENOENT. */
+int hs_mapping_lookup(const struct hs_mapping *key, struct hs_mapping *out);
+
+/** @return the number of mappings, or -ENOTCONN. */
+int hs_mapping_count(void);
+
+/**
+ * Move up to @p max exception packets into @p buf (HS_PKT_MAX bytes per
+ * packet slot) with their descriptors in @p meta.
+ * @return packets moved, -ENOTCONN, -EINVAL (buffer smaller than a slot).
+ */
+int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, uint32_t max);
+
+/**
+ * Queue @p n frames described by @p meta (offset, len, port) from @p buf for
+ * transmission by the workers.
+ * @return frames queued (the rest are counted as control drops),
+ *   -ENOTCONN, -EINVAL (a descriptor is out of range: nothing queued).
+ */
+int hs_tx_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *meta, uint32_t n);
+
+/**
+ * Feed frames to a ring port's receive side (tests, benchmarks).
+ * @return frames enqueued, -ENOTCONN, -EINVAL (not a ring port or bad
+ *   descriptor), -ENOMEM (no mbufs).
+ */
+int hs_ring_port_inject(uint32_t port, const uint8_t *buf, uint32_t buf_len,
+			const struct hs_pkt_meta *meta, uint32_t n);
+
+/**
+ * Take what a ring port transmitted.
+ * @return frames moved, -ENOTCONN, -EINVAL.
+ */
+int hs_ring_port_drain(uint32_t port, uint8_t *buf, uint32_t buf_len,
+		       struct hs_pkt_meta *meta, uint32_t max);
+
+/** @return how many counters each stats row has. */
+uint32_t hs_counter_count(void);
+
+/** @return counter @p i's name ("rx_packets", "drop_bad_ihl", ...) or NULL. */
+const char *hs_counter_name(uint32_t i);
+
+/**
+ * Copy the counters: one row of hs_counter_count() values per worker, then
+ * one row for the control thread.
+ * @return rows written, -ENOTCONN, -ENOSPC (@p n too small).
+ */
+int hs_stats_read(uint64_t *out, uint32_t n);
+
+/** @return workers running, or -ENOTCONN. */
+int hs_worker_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT
+ * ABI probes: the size and field offsets of every struct in handoff_shim.h,
+ * as JSON, so the koffi declarations can be checked against the compiler.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "handoff_shim.h"
+
+struct out {
+	char *buf;
+	size_t len;
+	size_t used;
+};
+
+static void put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	char *dst = o->used < o->len ? o->buf + o->used : NULL;
+	size_t room = o->used < o->len ? o->len - o->used : 0;
+	va_start(ap, fmt);
+	int n = vsnprintf(dst, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		o->used += (size_t)n;
+}
+
+#define STRUCT(o, first, T, FIELDS)                                                     \
+	do {                                                                            \
+		typedef struct T S_;                                                    \
+		put(o, "%s\"" #T "\":{\"size\":%zu,\"fields\":{", first ? "" : ",",    \
+		    sizeof(S_));                                                        \
+		int f_ = 0;                                                             \
+		FIELDS                                                                  \
+		put(o, "}}");                                                           \
+	} while (0)
+#define F(name) put(o_, "%s\"" #name "\":%zu", f_++ ? "," : "", offsetof(S_, name));
+
+int hs_abi_layout(char *buf, size_t len)
+{
+	struct out o = { buf, len, 0 }, *o_ = &o;
+
+	put(&o, "{\"version\":%u,\"constants\":{\"HS_MAX_PORTS\":%u,\"HS_MAX_VIPS\":%u,\"HS_MAX_WORKERS\":%u,"
+		"\"HS_MAX_HOSTS\":%u,\"HS_PKT_MAX\":%u,\"HS_DEVICE_NAME_LEN\":%u},\"structs\":{",
+	    HS_ABI_VERSION, HS_MAX_PORTS, HS_MAX_VIPS, HS_MAX_WORKERS, HS_MAX_HOSTS, HS_PKT_MAX,
+	    HS_DEVICE_NAME_LEN);
+	STRUCT(o_, 1, hs_port_conf, F(device) F(ip) F(mtu) F(ring) F(promisc) F(rx_desc) F(tx_desc));
+	STRUCT(o_, 0, hs_vip_conf, F(ip) F(port) F(proto) F(reserved));
+	STRUCT(o_, 0, hs_config,
+	       F(n_ports) F(n_vips) F(n_workers) F(mbufs) F(mapping_capacity) F(hold_flows) F(hold_per_flow)
+		       F(hold_total) F(exc_ring_size) F(tx_ring_size) F(idle_sleep_us) F(idle_spins) F(ports)
+			       F(vips));
+	STRUCT(o_, 0, hs_host_conf, F(ip) F(port) F(nexthop_mac) F(inner_mac) F(reserved));
+	STRUCT(o_, 0, hs_mapping,
+	       F(client_ip) F(vip) F(client_port) F(vip_port) F(proto) F(state) F(host_id) F(flow_id)
+		       F(reserved) F(packets) F(bytes));
+	STRUCT(o_, 0, hs_pkt_meta, F(offset) F(len) F(port) F(reason) F(worker) F(reserved));
+	STRUCT(o_, 0, hs_port_info, F(port_id) F(mac) F(ip) F(mtu) F(reserved));
+	put(&o, "}}");
+	if (o.used >= len)
+		return -ENOSPC;
+	return (int)o.used;
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT
+ * The shim's runtime state, shared by its stages. One instance per process
+ * (EAL allows one initialisation per process).
+ */
+#ifndef HS_STATE_H
+#define HS_STATE_H
+
+#include <stdint.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_hash.h>
+#include <rte_rcu_qsbr.h>
+
+#include "handoff_shim.h"
+#include "hs_counters.h"
+#include "hs_encap.h"
+
+#define HS_BURST 32
+#define HS_PREFETCH_AHEAD 3
+#define HS_HOLD_NONE UINT32_MAX
+
+/* Mapping key, network byte order; padding zeroed so it hashes stably. */
+struct hs_flow_key {
+	uint32_t client_ip;
+	uint32_t vip;
+	uint16_t client_port;
+	uint16_t vip_port;
+	uint8_t proto;
+	uint8_t pad[3];
+};
+
+/* A mapping's value. Control thread writes all but hold_ref, packets and
+ * bytes, which belong to the worker that sees the flow. */
+struct hs_entry {
+	uint32_t flow_id;
+	uint16_t host_id;
+	uint16_t sport;    /* outer UDP source port, network order */
+	uint32_t gen;      /* distinguishes reuses of this slot */
+	uint32_t hold_ref; /* (worker << 24) | bucket, or HS_HOLD_NONE */
+	uint8_t state;     /* enum hs_flow_state, atomic */
+	uint8_t pad[7];
+	uint64_t packets;
+	uint64_t bytes;
+};
+
+enum hs_cmd_op { HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2 };
+
+struct hs_cmd {
+	uint32_t op;
+	uint32_t idx;
+	uint32_t gen;
+	uint32_t pad;
+};
+
+/* Packets held for one PENDING flow. */
+struct hs_hold {
+	uint32_t idx;
+	uint32_t gen;
+	uint16_t n;
+	uint16_t pad;
+	uint32_t next_free;
+	struct rte_mbuf *pkts[HS_MAX_HOLD_PER_FLOW];
+};
+
+struct hs_worker {
+	uint16_t idx;
+	unsigned int lcore;
+	struct rte_ring *cmd;      /* control thread -> this worker */
+	struct hs_stats *stats;
+	struct hs_hold *holds;
+	uint32_t n_holds;
+	uint32_t hold_free;        /* free list head */
+	uint32_t held;             /* packets held now */
+	uint32_t held_max;
+	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
+	uint16_t txn[HS_MAX_PORTS];
+} __rte_cache_aligned;
+
+struct hs_port {
+	uint16_t port_id;
+	uint16_t mtu;
+	uint32_t ip;               /* network order */
+	uint8_t mac[6];
+	uint8_t is_ring;
+	uint8_t started;
+	struct rte_ring *ring_rx[HS_MAX_WORKERS];
+	struct rte_ring *ring_tx[HS_MAX_WORKERS];
+	struct rte_ring *ctl_tx;   /* control thread -> worker 0 */
+};
+
+struct hs_vip {
+	uint32_t ip;     /* network order */
+	uint16_t port;   /* network order */
+	uint8_t proto;
+};
+
+struct hs_shim {
+	int running;
+	volatile int stop;
+	struct hs_config cfg;
+	struct rte_mempool *pool;
+	uint32_t n_ports;
+	struct hs_port ports[HS_MAX_PORTS];
+	uint32_t n_vips;
+	struct hs_vip vips[HS_MAX_VIPS];
+	uint32_t hold_per_flow;
+	uint32_t idle_spins;
+
+	struct rte_hash *map;
+	struct rte_rcu_qsbr *rcu;
+	struct hs_entry *entries;
+	uint32_t n_entries;
+	uint32_t *free_idx;
+	uint32_t n_free;
+	uint32_t gen;
+
+	struct hs_encap_tmpl *hosts[HS_MAX_HOSTS];
+	struct rte_ring *exc;
+
+	uint32_t n_workers;
+	struct hs_worker *workers;
+	struct hs_stats *stats; /* n_workers + 1 rows; the last is the control thread's */
+};
+
+extern struct hs_shim hs;
+
+static inline struct hs_stats *hs_ctl_stats(void) { return &hs.stats[hs.n_workers]; }
+
+/* hs_mapping.c */
+int hs_mapping_setup(void);
+void hs_mapping_teardown(void);
+void hs_hold_pool_free(struct hs_worker *w);
+
+/* hs_worker.c */
+int hs_worker_main(void *arg);
+
+#endif

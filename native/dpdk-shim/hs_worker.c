@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT
+ * Stage 4: the worker lcore loop. Receive bursts, classify each frame, answer
+ * ARP, look VIP flows up in bulk, tunnel, hold or pass up, transmit.
+ */
+#include <errno.h>
+#include <time.h>
+#include <netinet/in.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_prefetch.h>
+
+#include "hs_arp.h"
+#include "hs_common.h"
+#include "hs_parse.h"
+#include "hs_state.h"
+
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
+
+static inline void count(struct hs_worker *w, int c) { w->stats->c[c]++; }
+
+static inline void drop(struct hs_worker *w, struct rte_mbuf *m, int reason)
+{
+	w->stats->c[reason]++;
+	rte_pktmbuf_free(m);
+}
+
+static void tx_flush(struct hs_worker *w, uint16_t port)
+{
+	uint16_t n = w->txn[port];
+	if (!n)
+		return;
+	struct rte_mbuf **b = w->txb[port];
+	uint64_t bytes = 0;
+	for (uint16_t i = 0; i < n; i++)
+		bytes += b[i]->pkt_len;
+	uint16_t sent = rte_eth_tx_burst(hs.ports[port].port_id, w->idx, b, n);
+	for (uint16_t i = sent; i < n; i++) {
+		bytes -= b[i]->pkt_len;
+		drop(w, b[i], HS_D_TX_FULL);
+	}
+	w->stats->c[HS_C_TX_PACKETS] += sent;
+	w->stats->c[HS_C_TX_BYTES] += bytes;
+	w->txn[port] = 0;
+}
+
+static inline void tx_enqueue(struct hs_worker *w, uint16_t port, struct rte_mbuf *m)
+{
+	w->txb[port][w->txn[port]++] = m;
+	if (unlikely(w->txn[port] == HS_BURST))
+		tx_flush(w, port);
+}
+
+/* The frame's IPv4 packet length and L2 header length travel with a held
+ * mbuf so release needs no second parse. */
+static inline void stash(struct rte_mbuf *m, uint16_t l2, uint16_t ip_len)
+{
+	m->hash.usr = (uint32_t)l2 << 16 | ip_len;
+}
+
+static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
+{
+	uint16_t l2 = (uint16_t)(m->hash.usr >> 16);
+	uint16_t ip_len = (uint16_t)m->hash.usr;
+	const struct hs_encap_tmpl *t = __atomic_load_n(&hs.hosts[e->host_id], __ATOMIC_ACQUIRE);
+
+	if (unlikely(!t))
+		return drop(w, m, HS_D_HOST_INVALID);
+	if (unlikely(ip_len + HS_ENCAP_OVERHEAD > t->mtu))
+		return drop(w, m, HS_D_ENCAP_TOO_BIG);
+	/* Ethernet padding of short frames must not reach the tunnel. */
+	if (m->data_len > l2 + ip_len)
+		rte_pktmbuf_trim(m, (uint16_t)(m->data_len - l2 - ip_len));
+	uint8_t *hdr = (uint8_t *)rte_pktmbuf_prepend(m, (uint16_t)(HS_ENCAP_HDR_LEN - l2));
+	if (unlikely(!hdr))
+		return drop(w, m, HS_D_ENCAP_TOO_BIG);
+	hs_encap_write(hdr, t, ip_len, e->sport, e->flow_id);
+	m->ol_flags = 0;
+	e->packets++;
+	e->bytes += ip_len;
+	w->stats->c[HS_C_ENCAP_PACKETS]++;
+	w->stats->c[HS_C_ENCAP_BYTES] += m->pkt_len;
+	tx_enqueue(w, t->port, m);
+}
+
+static void hold_free_bucket(struct hs_worker *w, struct hs_entry *e, uint32_t b)
+{
+	w->holds[b].n = 0;
+	w->holds[b].next_free = w->hold_free;
+	w->hold_free = b;
+	e->hold_ref = HS_HOLD_NONE;
+}
+
+static void hold_flush(struct hs_worker *w, struct hs_entry *e, uint32_t b)
+{
+	struct hs_hold *h = &w->holds[b];
+	for (uint16_t i = 0; i < h->n; i++)
+		drop(w, h->pkts[i], HS_D_HELD_FLUSHED);
+	w->held -= h->n;
+	hold_free_bucket(w, e, b);
+}
+
+static void hold_release(struct hs_worker *w, struct hs_entry *e, uint32_t b)
+{
+	struct hs_hold *h = &w->holds[b];
+	w->stats->c[HS_C_RELEASED] += h->n;
+	w->held -= h->n;
+	for (uint16_t i = 0; i < h->n; i++)
+		encap_send(w, e, h->pkts[i]);
+	hold_free_bucket(w, e, b);
+}
+
+static inline int hold_mine(const struct hs_worker *w, uint32_t ref)
+{
+	return ref != HS_HOLD_NONE && (ref >> 24) == w->idx;
+}
+
+/* Held packets of a previous user of this entry slot are dropped, never
+ * sent to the new flow's host. */
+static void hold_settle(struct hs_worker *w, struct hs_entry *e)
+{
+	uint32_t b = e->hold_ref & 0xffffff;
+	if (w->holds[b].gen != e->gen || w->holds[b].idx != (uint32_t)(e - hs.entries))
+		hold_flush(w, e, b);
+	else
+		hold_release(w, e, b);
+}
+
+static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
+{
+	uint32_t ref = e->hold_ref;
+	uint32_t idx = (uint32_t)(e - hs.entries);
+
+	if (ref != HS_HOLD_NONE && !hold_mine(w, ref))
+		return drop(w, m, HS_D_HOLD_WRONG_WORKER);
+	if (ref != HS_HOLD_NONE && (w->holds[ref & 0xffffff].gen != e->gen)) {
+		hold_flush(w, e, ref & 0xffffff);
+		ref = HS_HOLD_NONE;
+	}
+	if (w->held >= w->held_max)
+		return drop(w, m, HS_D_HOLD_TOTAL_FULL);
+	if (ref == HS_HOLD_NONE) {
+		if (w->hold_free == HS_HOLD_NONE)
+			return drop(w, m, HS_D_HOLD_TOTAL_FULL);
+		uint32_t b = w->hold_free;
+		w->hold_free = w->holds[b].next_free;
+		w->holds[b].idx = idx;
+		w->holds[b].gen = e->gen;
+		w->holds[b].n = 0;
+		ref = (uint32_t)w->idx << 24 | b;
+		e->hold_ref = ref;
+	}
+	struct hs_hold *h = &w->holds[ref & 0xffffff];
+	if (h->n >= hs.hold_per_flow)
+		return drop(w, m, HS_D_HOLD_FLOW_FULL);
+	h->pkts[h->n++] = m;
+	w->held++;
+	count(w, HS_C_HELD);
+}
+
+static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, uint8_t tcp_flags)
+{
+	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+
+	if (unlikely(state == HS_STATE_PENDING))
+		return hold(w, e, m);
+	if (unlikely(hold_mine(w, e->hold_ref)))
+		hold_settle(w, e);
+	if (unlikely(tcp_flags & (TCP_FIN | TCP_RST))) {
+		uint8_t active = HS_STATE_ACTIVE;
+		if (__atomic_compare_exchange_n(&e->state, &active, HS_STATE_CLOSING, 0,
+						__ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			count(w, HS_C_FIN_RST);
+	}
+	encap_send(w, e, m);
+}
+
+static void to_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason)
+{
+	m->hash.usr = (uint32_t)reason | (uint32_t)port << 8 | (uint32_t)w->idx << 16;
+	if (unlikely(rte_ring_mp_enqueue(hs.exc, m) != 0))
+		return drop(w, m, HS_D_EXC_RING_FULL);
+	count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : HS_C_EXC_LOCAL);
+}
+
+/* The VIP service a packet is for: 1 served, 0 the address is a VIP but not
+ * the service, -1 not a VIP at all. */
+static inline int vip_match(uint32_t ip, uint8_t proto, uint16_t port)
+{
+	int is_vip = -1;
+	for (uint32_t i = 0; i < hs.n_vips; i++) {
+		if (hs.vips[i].ip != ip)
+			continue;
+		if (hs.vips[i].proto == proto && hs.vips[i].port == port)
+			return 1;
+		is_vip = 0;
+	}
+	return is_vip;
+}
+
+static inline int arp_is_ours(uint32_t ip, const struct hs_port *p)
+{
+	if (ip == p->ip)
+		return 1;
+	for (uint32_t i = 0; i < hs.n_vips; i++)
+		if (hs.vips[i].ip == ip)
+			return 1;
+	return 0;
+}
+
+static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts, uint16_t n)
+{
+	struct hs_flow_key keys[HS_BURST];
+	const void *kp[HS_BURST];
+	struct rte_mbuf *vm[HS_BURST];
+	uint8_t vflags[HS_BURST];
+	void *data[HS_BURST];
+	uint16_t nv = 0;
+	const struct hs_port *port = &hs.ports[in];
+	const uint32_t max_frame = (uint32_t)port->mtu + 18;
+
+	for (uint16_t i = 0; i < HS_PREFETCH_AHEAD && i < n; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	for (uint16_t i = 0; i < n; i++) {
+		struct rte_mbuf *m = pkts[i];
+		struct hs_parsed p;
+
+		if (i + HS_PREFETCH_AHEAD < n)
+			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + HS_PREFETCH_AHEAD], void *));
+		w->stats->c[HS_C_RX_PACKETS]++;
+		w->stats->c[HS_C_RX_BYTES] += m->pkt_len;
+		if (unlikely(m->nb_segs != 1)) {
+			drop(w, m, HS_D_MULTISEG);
+			continue;
+		}
+		if (unlikely(m->data_len > max_frame)) {
+			drop(w, m, HS_D_OVERSIZE);
+			continue;
+		}
+		uint64_t csum = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+		if (unlikely(csum == RTE_MBUF_F_RX_IP_CKSUM_BAD)) {
+			drop(w, m, HS_D_IP_CHECKSUM);
+			continue;
+		}
+		int cls = hs_parse_frame(rte_pktmbuf_mtod(m, uint8_t *), m->data_len,
+					 csum != RTE_MBUF_F_RX_IP_CKSUM_GOOD, &p);
+		if (unlikely(cls < 0)) {
+			drop(w, m, -cls);
+			continue;
+		}
+		if (unlikely(cls == HS_PKT_ARP)) {
+			if (!arp_is_ours(p.dst_ip, port)) {
+				drop(w, m, HS_D_ARP_NOT_OURS);
+				continue;
+			}
+			hs_arp_make_reply(rte_pktmbuf_mtod(m, uint8_t *), &p, port->mac);
+			count(w, HS_C_ARP_REPLIES);
+			tx_enqueue(w, in, m);
+			continue;
+		}
+		int svc = vip_match(p.dst_ip, p.proto, p.dst_port);
+		if (likely(svc == 1)) {
+			struct hs_flow_key *k = &keys[nv];
+			k->client_ip = p.src_ip;
+			k->vip = p.dst_ip;
+			k->client_port = p.src_port;
+			k->vip_port = p.dst_port;
+			k->proto = p.proto;
+			k->pad[0] = k->pad[1] = k->pad[2] = 0;
+			kp[nv] = k;
+			stash(m, p.l2_len, p.ip_len);
+			vflags[nv] = p.tcp_flags;
+			vm[nv++] = m;
+		} else if (svc == 0) {
+			drop(w, m, HS_D_VIP_NO_SERVICE);
+		} else if (p.dst_ip == port->ip) {
+			to_exception(w, m, in, HS_EXC_LOCAL);
+		} else {
+			drop(w, m, HS_D_NOT_OURS);
+		}
+	}
+	if (!nv)
+		return;
+	uint64_t hits = 0;
+	rte_hash_lookup_bulk_data(hs.map, kp, nv, &hits, data);
+	for (uint16_t j = 0; j < nv; j++) {
+		if (likely(hits & (1ULL << j)))
+			mapped(w, data[j], vm[j], vflags[j]);
+		else
+			to_exception(w, vm[j], in, HS_EXC_MISS);
+	}
+}
+
+static unsigned int run_commands(struct hs_worker *w)
+{
+	struct hs_cmd cmds[HS_BURST];
+	unsigned int n = rte_ring_sc_dequeue_burst_elem(w->cmd, cmds, sizeof(cmds[0]), HS_BURST, NULL);
+
+	for (unsigned int i = 0; i < n; i++) {
+		struct hs_entry *e = &hs.entries[cmds[i].idx];
+		uint32_t ref = e->hold_ref;
+		if (!hold_mine(w, ref))
+			continue;
+		uint32_t b = ref & 0xffffff;
+		if (w->holds[b].gen != cmds[i].gen)
+			continue;
+		if (cmds[i].op == HS_CMD_RELEASE && e->gen == cmds[i].gen)
+			hold_release(w, e, b);
+		else
+			hold_flush(w, e, b);
+	}
+	w->stats->c[HS_C_COMMANDS] += n;
+	return n;
+}
+
+/* Worker 0 transmits what the control thread queued (blob fragments, SYN-ACKs). */
+static unsigned int run_control_tx(struct hs_worker *w)
+{
+	struct rte_mbuf *b[HS_BURST];
+	unsigned int total = 0;
+
+	for (uint16_t p = 0; p < hs.n_ports; p++) {
+		unsigned int n = rte_ring_sc_dequeue_burst(hs.ports[p].ctl_tx, (void **)b, HS_BURST, NULL);
+		for (unsigned int i = 0; i < n; i++)
+			tx_enqueue(w, p, b[i]);
+		w->stats->c[HS_C_CTL_TX] += n;
+		total += n;
+	}
+	return total;
+}
+
+int hs_worker_main(void *arg)
+{
+	struct hs_worker *w = arg;
+	struct rte_mbuf *pkts[HS_BURST];
+	uint32_t idle = 0;
+	const struct timespec nap = {
+		.tv_sec = hs.cfg.idle_sleep_us / 1000000,
+		.tv_nsec = (long)(hs.cfg.idle_sleep_us % 1000000) * 1000,
+	};
+
+	rte_rcu_qsbr_thread_register(hs.rcu, w->idx);
+	rte_rcu_qsbr_thread_online(hs.rcu, w->idx);
+	while (likely(!hs.stop)) {
+		unsigned int work = run_commands(w);
+		if (w->idx == 0)
+			work += run_control_tx(w);
+		for (uint16_t p = 0; p < hs.n_ports; p++) {
+			uint16_t n = rte_eth_rx_burst(hs.ports[p].port_id, w->idx, pkts, HS_BURST);
+			if (n) {
+				process_rx(w, p, pkts, n);
+				work += n;
+			}
+		}
+		for (uint16_t p = 0; p < hs.n_ports; p++)
+			tx_flush(w, p);
+		rte_rcu_qsbr_quiescent(hs.rcu, w->idx);
+		if (likely(work)) {
+			idle = 0;
+		} else if (hs.cfg.idle_sleep_us && ++idle >= hs.idle_spins) {
+			/* Back off so several shims and the tests share two cores. */
+			nanosleep(&nap, NULL);
+			count(w, HS_C_IDLE_SLEEPS);
+		}
+	}
+	rte_rcu_qsbr_thread_offline(hs.rcu, w->idx);
+	rte_rcu_qsbr_thread_unregister(hs.rcu, w->idx);
+	return 0;
+}
+
+void hs_hold_pool_free(struct hs_worker *w)
+{
+	if (!w->holds)
+		return;
+	for (uint32_t b = 0; b < w->n_holds; b++)
+		for (uint16_t i = 0; i < w->holds[b].n; i++)
+			rte_pktmbuf_free(w->holds[b].pkts[i]);
+}
