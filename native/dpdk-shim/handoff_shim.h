@@ -53,6 +53,8 @@ struct hs_port_conf {
 	uint8_t promisc;  /**< 1: enable promiscuous mode */
 	uint16_t rx_desc; /**< 0 means 1024 */
 	uint16_t tx_desc; /**< 0 means 1024 */
+	uint8_t mac[6];   /**< all zero: the device's own; ring ports get 02:00:00:00:00:<n+1> */
+	uint16_t reserved;
 };
 
 struct hs_vip_conf {
@@ -125,7 +127,9 @@ uint32_t hs_abi_version(void);
 
 /**
  * Write the ABI layout (every struct's size and field offsets) as JSON.
- * @return bytes needed excluding the NUL; -ENOSPC if @p len is too small.
+ * With @p buf NULL, only measure.
+ * @return bytes written (or needed) excluding the NUL; -ENOSPC if @p len is
+ *   too small.
  */
 int hs_abi_layout(char *buf, size_t len);
 

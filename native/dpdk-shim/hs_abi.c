@@ -46,7 +46,7 @@ int hs_abi_layout(char *buf, size_t len)
 		"\"HS_MAX_HOSTS\":%u,\"HS_PKT_MAX\":%u,\"HS_DEVICE_NAME_LEN\":%u},\"structs\":{",
 	    HS_ABI_VERSION, HS_MAX_PORTS, HS_MAX_VIPS, HS_MAX_WORKERS, HS_MAX_HOSTS, HS_PKT_MAX,
 	    HS_DEVICE_NAME_LEN);
-	STRUCT(o_, 1, hs_port_conf, F(device) F(ip) F(mtu) F(ring) F(promisc) F(rx_desc) F(tx_desc));
+	STRUCT(o_, 1, hs_port_conf, F(device) F(ip) F(mtu) F(ring) F(promisc) F(rx_desc) F(tx_desc) F(mac) F(reserved));
 	STRUCT(o_, 0, hs_vip_conf, F(ip) F(port) F(proto) F(reserved));
 	STRUCT(o_, 0, hs_config,
 	       F(n_ports) F(n_vips) F(n_workers) F(mbufs) F(mapping_capacity) F(hold_flows) F(hold_per_flow)
@@ -59,7 +59,7 @@ int hs_abi_layout(char *buf, size_t len)
 	STRUCT(o_, 0, hs_pkt_meta, F(offset) F(len) F(port) F(reason) F(worker) F(reserved));
 	STRUCT(o_, 0, hs_port_info, F(port_id) F(mac) F(ip) F(mtu) F(reserved));
 	put(&o, "}}");
-	if (o.used >= len)
+	if (buf && o.used >= len)
 		return -ENOSPC;
 	return (int)o.used;
 }

@@ -157,8 +157,19 @@ static int port_setup(uint32_t i)
 	p->started = 1;
 	if (pc->promisc)
 		rte_eth_promiscuous_enable(p->port_id);
+	static const uint8_t zero[6];
 	struct rte_ether_addr mac;
-	rte_eth_macaddr_get(p->port_id, &mac);
+	if (memcmp(pc->mac, zero, 6) != 0) {
+		memcpy(mac.addr_bytes, pc->mac, 6);
+		/* Ring ports have no address filter: the configured MAC is simply ours. */
+		if (!p->is_ring && (rc = rte_eth_dev_default_mac_addr_set(p->port_id, &mac)))
+			return hs_fail(-EIO, "ports[%u] %s: setting MAC: %s", i, pc->device, strerror(-rc));
+	} else if (p->is_ring) {
+		const uint8_t def[6] = { 0x02, 0, 0, 0, 0, (uint8_t)(i + 1) };
+		memcpy(mac.addr_bytes, def, 6);
+	} else {
+		rte_eth_macaddr_get(p->port_id, &mac);
+	}
 	memcpy(p->mac, mac.addr_bytes, 6);
 	p->ip = rte_cpu_to_be_32(pc->ip);
 	p->mtu = pc->mtu;

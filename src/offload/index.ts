@@ -1,0 +1,5 @@
+export * from './abi';
+export * from './errors';
+export * from './native';
+export * from './packet-burst';
+export * from './shim';

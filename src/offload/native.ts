@@ -1,0 +1,114 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import koffi from 'koffi';
+import { ABI_VERSION, Config, HostConf, Mapping, PortInfoStruct } from './abi';
+import { ShimError } from './errors';
+
+/** The shim's C functions as koffi binds them. */
+export interface NativeShim {
+  hs_abi_version(): number;
+  hs_abi_layout(buf: Buffer | null, len: number): number;
+  hs_last_error(): string;
+  hs_init(argc: number, argv: string[], cfg: object): number;
+  hs_stop(): number;
+  hs_running(): number;
+  hs_port_info(port: number, out: object): number;
+  hs_host_set(id: number, host: object): number;
+  hs_mapping_insert(m: object): number;
+  hs_mapping_insert_bulk(m: Buffer, n: number): number;
+  hs_mapping_set_state(key: object, state: number): number;
+  hs_mapping_delete(key: object): number;
+  hs_mapping_lookup(key: object, out: object): number;
+  hs_mapping_count(): number;
+  hs_exc_burst(buf: Buffer, bufLen: number, meta: Buffer, max: number): number;
+  hs_tx_burst(buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
+  hs_ring_port_inject(port: number, buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
+  hs_ring_port_drain(port: number, buf: Buffer, bufLen: number, meta: Buffer, max: number): number;
+  hs_counter_count(): number;
+  hs_counter_name(i: number): string | null;
+  hs_stats_read(out: BigUint64Array, n: number): number;
+  hs_worker_count(): number;
+}
+
+const PROTOTYPES = [
+  'uint32_t hs_abi_version()',
+  'int hs_abi_layout(void *buf, size_t len)',
+  'const char *hs_last_error()',
+  'int hs_init(int argc, const char **argv, const hs_config *cfg)',
+  'int hs_stop()',
+  'int hs_running()',
+  'int hs_port_info(uint32_t port, _Out_ hs_port_info *out)',
+  'int hs_host_set(uint32_t id, const hs_host_conf *host)',
+  'int hs_mapping_insert(const hs_mapping *m)',
+  'int hs_mapping_insert_bulk(const void *m, uint32_t n)',
+  'int hs_mapping_set_state(const hs_mapping *key, uint32_t state)',
+  'int hs_mapping_delete(const hs_mapping *key)',
+  'int hs_mapping_lookup(const hs_mapping *key, _Out_ hs_mapping *out)',
+  'int hs_mapping_count()',
+  // Burst buffers are passed as raw pointers to their memory: no copies.
+  'int hs_exc_burst(void *buf, uint32_t buf_len, void *meta, uint32_t max)',
+  'int hs_tx_burst(const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
+  'int hs_ring_port_inject(uint32_t port, const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
+  'int hs_ring_port_drain(uint32_t port, void *buf, uint32_t buf_len, void *meta, uint32_t max)',
+  'uint32_t hs_counter_count()',
+  'const char *hs_counter_name(uint32_t i)',
+  'int hs_stats_read(void *out, uint32_t n)',
+  'int hs_worker_count()',
+];
+
+// Referenced so the struct types are registered before the prototypes that name them.
+void [Config, HostConf, Mapping, PortInfoStruct];
+
+let loaded: NativeShim | undefined;
+
+/** Where the shared library is looked for: HANDOFF_SHIM_PATH, then the build tree. */
+export function shimLibraryPath(): string {
+  if (process.env.HANDOFF_SHIM_PATH) return process.env.HANDOFF_SHIM_PATH;
+  // dist/src/offload -> package root, or src/offload when run from source.
+  for (const up of ['../../..', '../..']) {
+    const candidate = path.resolve(__dirname, up, 'native/dpdk-shim/build/libhandoff_shim.so');
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  return path.resolve(__dirname, '../../../native/dpdk-shim/build/libhandoff_shim.so');
+}
+
+/**
+ * Load the shim once per process and check its ABI version.
+ * @throws ShimError ERR_SHIM_NOT_FOUND, ERR_SHIM_ABI_MISMATCH
+ */
+export function loadNative(): NativeShim {
+  if (loaded) return loaded;
+  const file = shimLibraryPath();
+  if (!fs.existsSync(file)) {
+    throw new ShimError('load', 'ERR_SHIM_NOT_FOUND',
+      `${file} does not exist; build it with 'npm run setup' (or make -C native/dpdk-shim)`);
+  }
+  const lib = koffi.load(file);
+  const api: Record<string, unknown> = {};
+  for (const proto of PROTOTYPES) {
+    const fn = lib.func(proto);
+    api[fn.info.name] = fn;
+  }
+  const native = api as unknown as NativeShim;
+  const version = native.hs_abi_version();
+  if (version !== ABI_VERSION) {
+    throw new ShimError('load', 'ERR_SHIM_ABI_MISMATCH',
+      `${file} has ABI version ${version}, this binding expects ${ABI_VERSION}; rebuild the shim`);
+  }
+  loaded = native;
+  return native;
+}
+
+/** The shim's ABI description (sizes and offsets) as the C compiler laid it out. */
+export interface AbiLayout {
+  version: number;
+  constants: Record<string, number>;
+  structs: Record<string, { size: number; fields: Record<string, number> }>;
+}
+
+export function readAbiLayout(native: NativeShim = loadNative()): AbiLayout {
+  const need = native.hs_abi_layout(null, 0);
+  const buf = Buffer.alloc(need + 1);
+  native.hs_abi_layout(buf, buf.length);
+  return JSON.parse(buf.toString('utf8', 0, need)) as AbiLayout;
+}

@@ -1,0 +1,76 @@
+import koffi from 'koffi';
+import { PKT_MAX, PktMeta } from './abi';
+
+const META_SIZE = koffi.sizeof(PktMeta);
+// Field positions in 16- and 32-bit units, derived from the koffi layout.
+const OFF = koffi.offsetof(PktMeta, 'offset') / 4;
+const LEN = koffi.offsetof(PktMeta, 'len') / 2;
+const PORT = koffi.offsetof(PktMeta, 'port') / 2;
+const REASON = koffi.offsetof(PktMeta, 'reason') / 2;
+const WORKER = koffi.offsetof(PktMeta, 'worker') / 2;
+
+/**
+ * A reusable burst of frames shared with the shim: one PKT_MAX slot per frame
+ * and a descriptor array (struct hs_pkt_meta). Fields are read from typed
+ * views, so a burst creates no object per packet.
+ */
+export class PacketBurst {
+  /** Frame bytes; frame i starts at offset(i). */
+  readonly data: Buffer;
+  /** hs_pkt_meta descriptors. */
+  readonly meta: Buffer;
+  readonly capacity: number;
+  /** Frames currently in the burst (set by the receiving call, or by add()). */
+  count = 0;
+  private readonly m16: Uint16Array;
+  private readonly m32: Uint32Array;
+
+  constructor(capacity = 64) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 65536) {
+      throw new RangeError(`PacketBurst capacity must be an integer 1..65536, got ${capacity}`);
+    }
+    this.capacity = capacity;
+    this.data = Buffer.alloc(capacity * PKT_MAX);
+    this.meta = Buffer.alloc(capacity * META_SIZE);
+    this.m16 = new Uint16Array(this.meta.buffer, this.meta.byteOffset, this.meta.length / 2);
+    this.m32 = new Uint32Array(this.meta.buffer, this.meta.byteOffset, this.meta.length / 4);
+  }
+
+  offset(i: number): number { return this.m32[i * (META_SIZE / 4) + OFF]; }
+  length(i: number): number { return this.m16[i * (META_SIZE / 2) + LEN]; }
+  port(i: number): number { return this.m16[i * (META_SIZE / 2) + PORT]; }
+  reason(i: number): number { return this.m16[i * (META_SIZE / 2) + REASON]; }
+  worker(i: number): number { return this.m16[i * (META_SIZE / 2) + WORKER]; }
+
+  /** Frame i as a view into the burst memory (valid until the burst is reused). */
+  frame(i: number): Buffer {
+    const off = this.offset(i);
+    return this.data.subarray(off, off + this.length(i));
+  }
+
+  /** Empty the burst for refilling with add(). */
+  clear(): this {
+    this.count = 0;
+    return this;
+  }
+
+  /**
+   * Append a frame for transmission or injection on shim port `port`.
+   * @throws RangeError when the burst is full or the frame does not fit a slot.
+   */
+  add(frame: Uint8Array, port = 0): this {
+    if (this.count >= this.capacity) throw new RangeError(`burst full (${this.capacity} frames)`);
+    if (frame.length < 14 || frame.length > PKT_MAX) {
+      throw new RangeError(`frame of ${frame.length} bytes: must be 14..${PKT_MAX}`);
+    }
+    const i = this.count++;
+    const off = i * PKT_MAX;
+    this.data.set(frame, off);
+    this.m32[i * (META_SIZE / 4) + OFF] = off;
+    this.m16[i * (META_SIZE / 2) + LEN] = frame.length;
+    this.m16[i * (META_SIZE / 2) + PORT] = port;
+    this.m16[i * (META_SIZE / 2) + REASON] = 0;
+    this.m16[i * (META_SIZE / 2) + WORKER] = 0;
+    return this;
+  }
+}

@@ -1,0 +1,392 @@
+import koffi from 'koffi';
+import { ipv4FromString, ipv4ToString, macFromString, macToString } from '../net/packet';
+import {
+  FlowState, MAX_HOSTS, MAX_PORTS, MAX_VIPS, MAX_WORKERS, Mapping, DEVICE_NAME_LEN,
+} from './abi';
+import { ShimError } from './errors';
+import { NativeShim, loadNative } from './native';
+import { PacketBurst } from './packet-burst';
+
+export interface PortOptions {
+  /** DPDK device name ("net_tap0", "0000:01:00.0"), or the name of a ring port. */
+  device: string;
+  /** The balancer's own address on this port. */
+  ip: string;
+  /** Underlay MTU. Default 1500. */
+  mtu?: number;
+  /** Create an in-process ring port (tests and benchmarks). Default false. */
+  ring?: boolean;
+  /** Promiscuous mode. Default false. */
+  promisc?: boolean;
+  /** Override the port's MAC address. Default: the device's (ring ports: 02:00:00:00:00:<index+1>). */
+  mac?: string;
+  /** Descriptors per queue. Default 1024. */
+  rxDesc?: number;
+  txDesc?: number;
+}
+
+export interface VipOptions {
+  ip: string;
+  port: number;
+  /** Default 'tcp'. */
+  proto?: 'tcp' | 'udp';
+}
+
+export interface ShimOptions {
+  /** EAL arguments after the program name, e.g. ['--no-huge', '-m', '256', '--no-shconf', '-l', '0,1']. */
+  eal: string[];
+  ports: PortOptions[];
+  vips?: VipOptions[];
+  /** Worker lcores. Default 1. */
+  workers?: number;
+  /** Mbufs in the pool. Default 8191. */
+  mbufs?: number;
+  /** Mappings the table holds. Default 65536. */
+  mappingCapacity?: number;
+  /** PENDING flows that may hold packets at once. Default 1024. */
+  holdFlows?: number;
+  /** Packets held per PENDING flow. Default 8, at most 64. */
+  holdPerFlow?: number;
+  /** Packets held in all. Default 4096. */
+  holdTotal?: number;
+  /** Exception ring size, a power of two. Default 4096. */
+  exceptionRingSize?: number;
+  /** Control TX ring size per port, a power of two. Default 4096. */
+  txRingSize?: number;
+  /** Sleep this long when idle; 0 busy-polls (benchmarks). Default 100. */
+  idleSleepUs?: number;
+  /** Empty polls before sleeping. Default 64. */
+  idleSpins?: number;
+}
+
+export interface HostOptions {
+  /** The host's underlay address (VTEP). */
+  ip: string;
+  /** Shim port index the host is reached through. Default 0. */
+  port?: number;
+  /** Outer Ethernet destination: the host's or the gateway's MAC. */
+  nexthopMac: string;
+  /** The host's VXLAN device MAC (inner Ethernet destination). */
+  innerMac: string;
+}
+
+export interface FlowKey {
+  clientIp: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+  /** Default 'tcp'. */
+  proto?: 'tcp' | 'udp';
+}
+
+export interface MappingRecord extends FlowKey {
+  hostId: number;
+  flowId: number;
+  state: FlowState;
+}
+
+export interface MappingInfo extends MappingRecord {
+  packets: bigint;
+  bytes: bigint;
+}
+
+export interface PortInfo {
+  portId: number;
+  mac: string;
+  ip: string;
+  mtu: number;
+}
+
+/** Counters of one worker row (or the control thread's), by name. */
+export type CounterRow = Record<string, bigint>;
+
+export interface Counters {
+  workers: CounterRow[];
+  control: CounterRow;
+  /** Every counter summed over all rows. */
+  total: CounterRow;
+}
+
+const PROTO = { tcp: 6, udp: 17 } as const;
+const MAPPING_SIZE = koffi.sizeof(Mapping);
+const MOFF = Object.fromEntries(
+  ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id']
+    .map((k) => [k, koffi.offsetof(Mapping, k)]),
+) as Record<string, number>;
+
+function invalid(op: string, message: string): ShimError {
+  return new ShimError(op, 'ERR_SHIM_INVALID_ARGUMENT', message);
+}
+
+function checkInt(op: string, name: string, v: number | undefined, min: number, max: number): number {
+  if (v === undefined) return 0;
+  if (!Number.isInteger(v) || v < min || v > max) throw invalid(op, `${name} must be an integer ${min}..${max}, got ${v}`);
+  return v;
+}
+
+function addr(op: string, name: string, s: string): number {
+  try {
+    return ipv4FromString(s);
+  } catch {
+    throw invalid(op, `${name}: '${s}' is not an IPv4 address`);
+  }
+}
+
+function mac(op: string, name: string, s: string): number[] {
+  try {
+    return [...macFromString(s)];
+  } catch {
+    throw invalid(op, `${name}: '${s}' is not a MAC address`);
+  }
+}
+
+function keyStruct(op: string, k: FlowKey): Record<string, number | bigint> {
+  return {
+    client_ip: addr(op, 'clientIp', k.clientIp),
+    vip: addr(op, 'vip', k.vip),
+    client_port: checkInt(op, 'clientPort', k.clientPort, 0, 65535),
+    vip_port: checkInt(op, 'vipPort', k.vipPort, 1, 65535),
+    proto: PROTO[k.proto ?? 'tcp'] ?? (() => { throw invalid(op, `proto must be tcp or udp, got ${k.proto}`); })(),
+    state: 0, host_id: 0, flow_id: 0, reserved: 0, packets: 0n, bytes: 0n,
+  };
+}
+
+/**
+ * The DPDK forwarder, loaded in this process. One per process: EAL can be
+ * initialised once.
+ */
+export class Shim {
+  readonly options: Readonly<ShimOptions>;
+  private readonly native: NativeShim;
+  private names: string[] = [];
+  private statsBuf?: BigUint64Array;
+  private started = false;
+
+  constructor(options: ShimOptions) {
+    this.options = options;
+    this.native = loadNative();
+  }
+
+  private check(op: string, rc: number): number {
+    if (rc < 0) throw ShimError.fromReturn(op, rc, this.native.hs_last_error());
+    return rc;
+  }
+
+  private requireRunning(op: string): void {
+    if (!this.started) throw new ShimError(op, 'ERR_SHIM_NOT_RUNNING', 'the shim is not running; call start() first');
+  }
+
+  /** Build the C configuration, validating every option. */
+  static configStruct(o: ShimOptions): Record<string, unknown> {
+    const op = 'start';
+    if (!Array.isArray(o.eal)) throw invalid(op, 'eal must be an array of strings');
+    if (!Array.isArray(o.ports) || o.ports.length < 1 || o.ports.length > MAX_PORTS) {
+      throw invalid(op, `ports must list 1..${MAX_PORTS} ports`);
+    }
+    const vips = o.vips ?? [];
+    if (vips.length > MAX_VIPS) throw invalid(op, `at most ${MAX_VIPS} VIPs, got ${vips.length}`);
+    const ports = o.ports.map((p, i) => {
+      if (typeof p.device !== 'string' || !p.device || Buffer.byteLength(p.device) >= DEVICE_NAME_LEN) {
+        throw invalid(op, `ports[${i}].device must be a name of 1..${DEVICE_NAME_LEN - 1} bytes`);
+      }
+      return {
+        device: p.device,
+        ip: addr(op, `ports[${i}].ip`, p.ip),
+        mtu: checkInt(op, `ports[${i}].mtu`, p.mtu, 576, 9000),
+        ring: p.ring ? 1 : 0,
+        promisc: p.promisc ? 1 : 0,
+        rx_desc: checkInt(op, `ports[${i}].rxDesc`, p.rxDesc, 32, 32768),
+        tx_desc: checkInt(op, `ports[${i}].txDesc`, p.txDesc, 32, 32768),
+        mac: p.mac === undefined ? [0, 0, 0, 0, 0, 0] : mac(op, `ports[${i}].mac`, p.mac),
+        reserved: 0,
+      };
+    });
+    const vipStructs = vips.map((v, i) => ({
+      ip: addr(op, `vips[${i}].ip`, v.ip),
+      port: checkInt(op, `vips[${i}].port`, v.port, 1, 65535),
+      proto: PROTO[v.proto ?? 'tcp'] ?? (() => { throw invalid(op, `vips[${i}].proto must be tcp or udp`); })(),
+      reserved: 0,
+    }));
+    const emptyPort = { device: '', ip: 0, mtu: 0, ring: 0, promisc: 0, rx_desc: 0, tx_desc: 0, mac: [0, 0, 0, 0, 0, 0], reserved: 0 };
+    const emptyVip = { ip: 0, port: 0, proto: 0, reserved: 0 };
+    return {
+      n_ports: ports.length,
+      n_vips: vipStructs.length,
+      n_workers: checkInt(op, 'workers', o.workers ?? 1, 1, MAX_WORKERS),
+      mbufs: checkInt(op, 'mbufs', o.mbufs, 1023, 1 << 24),
+      mapping_capacity: checkInt(op, 'mappingCapacity', o.mappingCapacity, 64, 1 << 26),
+      hold_flows: checkInt(op, 'holdFlows', o.holdFlows, 1, 1 << 20),
+      hold_per_flow: checkInt(op, 'holdPerFlow', o.holdPerFlow, 1, 64),
+      hold_total: checkInt(op, 'holdTotal', o.holdTotal, 1, 1 << 22),
+      exc_ring_size: checkInt(op, 'exceptionRingSize', o.exceptionRingSize, 64, 1 << 20),
+      tx_ring_size: checkInt(op, 'txRingSize', o.txRingSize, 64, 1 << 20),
+      idle_sleep_us: checkInt(op, 'idleSleepUs', o.idleSleepUs ?? 100, 0, 1_000_000),
+      idle_spins: checkInt(op, 'idleSpins', o.idleSpins, 1, 1 << 30),
+      ports: [...ports, ...Array(MAX_PORTS - ports.length).fill(emptyPort)],
+      vips: [...vipStructs, ...Array(MAX_VIPS - vipStructs.length).fill(emptyVip)],
+    };
+  }
+
+  /**
+   * Initialise EAL and the ports, and launch the workers.
+   * @throws ShimError with the shim's errno code (EINVAL, ENODEV, ENOMEM, EIO, EALREADY, ...)
+   */
+  start(): void {
+    const cfg = Shim.configStruct(this.options);
+    const argv = ['handoff', ...this.options.eal];
+    this.check('start', this.native.hs_init(argv.length, argv, cfg));
+    this.started = true;
+    const n = this.native.hs_counter_count();
+    this.names = Array.from({ length: n }, (_, i) => this.native.hs_counter_name(i) ?? `counter_${i}`);
+  }
+
+  /** Stop the workers and release everything. EAL cannot be started again in this process. */
+  stop(): void {
+    if (!this.started) return;
+    this.started = false;
+    this.check('stop', this.native.hs_stop());
+  }
+
+  get running(): boolean {
+    return this.started;
+  }
+
+  get counterNames(): readonly string[] {
+    return this.names;
+  }
+
+  portInfo(port: number): PortInfo {
+    this.requireRunning('portInfo');
+    const out: Record<string, any> = {};
+    this.check('portInfo', this.native.hs_port_info(port, out));
+    return { portId: out.port_id, mac: macToString(Buffer.from(out.mac)), ip: ipv4ToString(out.ip), mtu: out.mtu };
+  }
+
+  /** Define or replace host `id` (0..4095). Safe while traffic flows. */
+  setHost(id: number, h: HostOptions): void {
+    const op = 'setHost';
+    this.requireRunning(op);
+    checkInt(op, 'id', id, 0, MAX_HOSTS - 1);
+    const conf = {
+      ip: addr(op, 'ip', h.ip),
+      port: checkInt(op, 'port', h.port ?? 0, 0, MAX_PORTS - 1),
+      nexthop_mac: mac(op, 'nexthopMac', h.nexthopMac),
+      inner_mac: mac(op, 'innerMac', h.innerMac),
+      reserved: 0,
+    };
+    this.check(op, this.native.hs_host_set(id, conf));
+  }
+
+  private mappingStruct(op: string, m: MappingRecord): Record<string, number | bigint> {
+    const s = keyStruct(op, m);
+    s.host_id = checkInt(op, 'hostId', m.hostId, 0, MAX_HOSTS - 1);
+    s.flow_id = checkInt(op, 'flowId', m.flowId, 0, 0xffffff);
+    s.state = m.state;
+    return s;
+  }
+
+  /** @throws ShimError EEXIST, ENOSPC, EINVAL */
+  insertMapping(m: MappingRecord): void {
+    this.requireRunning('insertMapping');
+    this.check('insertMapping', this.native.hs_mapping_insert(this.mappingStruct('insertMapping', m)));
+  }
+
+  /**
+   * Insert many mappings in one call, encoded straight into one buffer.
+   * @returns how many were inserted (stops at the first failure, which is thrown if none was).
+   */
+  insertMappings(records: readonly MappingRecord[]): number {
+    const op = 'insertMappings';
+    this.requireRunning(op);
+    const buf = Buffer.alloc(records.length * MAPPING_SIZE);
+    records.forEach((r, i) => {
+      const s = this.mappingStruct(op, r);
+      const o = i * MAPPING_SIZE;
+      buf.writeUInt32LE(s.client_ip as number, o + MOFF.client_ip);
+      buf.writeUInt32LE(s.vip as number, o + MOFF.vip);
+      buf.writeUInt16LE(s.client_port as number, o + MOFF.client_port);
+      buf.writeUInt16LE(s.vip_port as number, o + MOFF.vip_port);
+      buf.writeUInt8(s.proto as number, o + MOFF.proto);
+      buf.writeUInt8(s.state as number, o + MOFF.state);
+      buf.writeUInt16LE(s.host_id as number, o + MOFF.host_id);
+      buf.writeUInt32LE(s.flow_id as number, o + MOFF.flow_id);
+    });
+    return this.check(op, this.native.hs_mapping_insert_bulk(buf, records.length));
+  }
+
+  /** PENDING to ACTIVE releases the flow's held packets in order. @throws ShimError ENOENT, EAGAIN */
+  setState(key: FlowKey, state: FlowState): void {
+    this.requireRunning('setState');
+    if (!Object.values(FlowState).includes(state)) throw invalid('setState', `unknown state ${state}`);
+    this.check('setState', this.native.hs_mapping_set_state(keyStruct('setState', key), state));
+  }
+
+  /** @throws ShimError ENOENT */
+  deleteMapping(key: FlowKey): void {
+    this.requireRunning('deleteMapping');
+    this.check('deleteMapping', this.native.hs_mapping_delete(keyStruct('deleteMapping', key)));
+  }
+
+  /** The mapping for `key`, or undefined. */
+  lookupMapping(key: FlowKey): MappingInfo | undefined {
+    this.requireRunning('lookupMapping');
+    const out: Record<string, any> = {};
+    const rc = this.native.hs_mapping_lookup(keyStruct('lookupMapping', key), out);
+    if (rc === -2) return undefined; // ENOENT
+    this.check('lookupMapping', rc);
+    return {
+      clientIp: key.clientIp, clientPort: key.clientPort, vip: key.vip, vipPort: key.vipPort,
+      proto: key.proto ?? 'tcp', hostId: out.host_id, flowId: out.flow_id, state: out.state,
+      packets: BigInt(out.packets), bytes: BigInt(out.bytes),
+    };
+  }
+
+  mappingCount(): number {
+    this.requireRunning('mappingCount');
+    return this.check('mappingCount', this.native.hs_mapping_count());
+  }
+
+  /** Fill `burst` with waiting exception packets. @returns how many. */
+  exceptionBurst(burst: PacketBurst): number {
+    this.requireRunning('exceptionBurst');
+    burst.count = this.check('exceptionBurst',
+      this.native.hs_exc_burst(burst.data, burst.data.length, burst.meta, burst.capacity));
+    return burst.count;
+  }
+
+  /** Queue the burst's frames for transmission. @returns frames queued (the rest are counted drops). */
+  txBurst(burst: PacketBurst): number {
+    this.requireRunning('txBurst');
+    return this.check('txBurst', this.native.hs_tx_burst(burst.data, burst.data.length, burst.meta, burst.count));
+  }
+
+  /** Feed the burst to ring port `port`'s receive side. */
+  ringInject(port: number, burst: PacketBurst): number {
+    this.requireRunning('ringInject');
+    return this.check('ringInject',
+      this.native.hs_ring_port_inject(port, burst.data, burst.data.length, burst.meta, burst.count));
+  }
+
+  /** Fill `burst` with what ring port `port` transmitted. */
+  ringDrain(port: number, burst: PacketBurst): number {
+    this.requireRunning('ringDrain');
+    burst.count = this.check('ringDrain',
+      this.native.hs_ring_port_drain(port, burst.data, burst.data.length, burst.meta, burst.capacity));
+    return burst.count;
+  }
+
+  /** A snapshot of every counter, per worker, for the control thread, and summed. */
+  counters(): Counters {
+    this.requireRunning('counters');
+    const n = this.names.length;
+    const rowsMax = MAX_WORKERS + 1;
+    this.statsBuf ??= new BigUint64Array(n * rowsMax);
+    const rows = this.check('counters', this.native.hs_stats_read(this.statsBuf, this.statsBuf.length));
+    const row = (r: number): CounterRow =>
+      Object.fromEntries(this.names.map((name, c) => [name, this.statsBuf![r * n + c]]));
+    const all = Array.from({ length: rows }, (_, r) => row(r));
+    const total: CounterRow = Object.fromEntries(this.names.map((name) => [name, 0n]));
+    for (const r of all) for (const name of this.names) total[name] += r[name];
+    return { workers: all.slice(0, rows - 1), control: all[rows - 1], total };
+  }
+}

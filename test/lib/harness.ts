@@ -1,0 +1,36 @@
+import { Shim, ShimOptions } from '../../src/offload';
+
+/**
+ * EAL arguments for tests: no hugepages, no shared config (so several DPDK
+ * processes coexist), no PCI scan, main lcore 0 and one worker on lcore 1.
+ */
+export const TEST_EAL = [
+  '--no-huge', '-m', '256', '--no-shconf', '--no-pci', '-l', '0,1',
+  '--log-level', 'lib.eal:error', '--no-telemetry',
+];
+
+export const isRoot = process.getuid?.() === 0;
+
+/** Start a shim, or say why the test cannot run here (returned as the skip reason). */
+export function startShim(options: Omit<ShimOptions, 'eal'> & { eal?: string[] }): Shim | string {
+  const shim = new Shim({ eal: TEST_EAL, ...options });
+  try {
+    shim.start();
+  } catch (err) {
+    return `the shim could not start here: ${(err as Error).message}`;
+  }
+  return shim;
+}
+
+/** Poll until `fn` returns a truthy value or `ms` elapse; returns the last value. */
+export async function waitFor<T>(fn: () => T, ms = 2000, stepMs = 2): Promise<T> {
+  const end = Date.now() + ms;
+  let v = fn();
+  while (!v && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, stepMs));
+    v = fn();
+  }
+  return v;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
