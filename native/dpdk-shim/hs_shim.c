@@ -401,16 +401,16 @@ int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, uint3
 	return (int)got;
 }
 
-static int check_descs(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *meta, uint32_t n,
+static int check_descs(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *meta, uint32_t n, uint32_t min_len,
 		       int need_port)
 {
 	if (!buf || !meta)
 		return hs_fail(-EINVAL, "burst: NULL buffer or descriptors");
 	for (uint32_t i = 0; i < n; i++) {
 		const struct hs_pkt_meta *d = &meta[i];
-		if (d->len < 14 || d->len > HS_PKT_MAX || (uint64_t)d->offset + d->len > buf_len)
-			return hs_fail(-EINVAL, "burst[%u]: frame of %u bytes at %u does not fit (14..%u bytes, buffer %u)",
-				       i, d->len, d->offset, HS_PKT_MAX, buf_len);
+		if (d->len < min_len || d->len > HS_PKT_MAX || (uint64_t)d->offset + d->len > buf_len)
+			return hs_fail(-EINVAL, "burst[%u]: frame of %u bytes at %u does not fit (%u..%u bytes, buffer %u)",
+				       i, d->len, d->offset, min_len, HS_PKT_MAX, buf_len);
 		if (need_port && d->port >= hs.n_ports)
 			return hs_fail(-EINVAL, "burst[%u]: port %u out of range (%u ports)", i, d->port, hs.n_ports);
 	}
@@ -438,7 +438,7 @@ int hs_tx_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *
 
 	if (!hs.running)
 		return hs_fail(-ENOTCONN, "shim not running");
-	if ((rc = check_descs(buf, buf_len, meta, n, 1)))
+	if ((rc = check_descs(buf, buf_len, meta, n, 14, 1)))
 		return rc;
 	struct hs_stats *s = hs_ctl_stats();
 	for (uint32_t i = 0; i < n; i++) {
@@ -467,7 +467,7 @@ int hs_ring_port_inject(uint32_t port, const uint8_t *buf, uint32_t buf_len, con
 		return hs_fail(-ENOTCONN, "shim not running");
 	if (port >= hs.n_ports || !hs.ports[port].is_ring)
 		return hs_fail(-EINVAL, "port %u is not a ring port", port);
-	if ((rc = check_descs(buf, buf_len, meta, n, 0)))
+	if ((rc = check_descs(buf, buf_len, meta, n, 0, 0)))
 		return rc;
 	for (; done < n; done++) {
 		struct rte_mbuf *m = mbuf_from(buf, &meta[done]);

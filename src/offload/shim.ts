@@ -314,6 +314,23 @@ export class Shim {
     return this.check(op, this.native.hs_mapping_insert_bulk(buf, records.length));
   }
 
+  /**
+   * Insert `n` mappings already encoded in `buf` as consecutive struct
+   * hs_mapping records (koffi.sizeof(Mapping) bytes each, host byte order,
+   * laid out as koffi.offsetof(Mapping, ...) says). Bulk loads of millions of
+   * flows: no object per record. The shim validates every record.
+   * @returns how many were inserted (stops at the first failure, which is thrown if none was).
+   */
+  insertMappingsRaw(buf: Buffer, n: number): number {
+    const op = 'insertMappingsRaw';
+    this.requireRunning(op);
+    checkInt(op, 'n', n, 0, 0x7fffffff);
+    if (buf.length < n * MAPPING_SIZE) {
+      throw invalid(op, `${n} mappings need ${n * MAPPING_SIZE} bytes, the buffer has ${buf.length}`);
+    }
+    return this.check(op, this.native.hs_mapping_insert_bulk(buf, n));
+  }
+
   /** PENDING to ACTIVE releases the flow's held packets in order. @throws ShimError ENOENT, EAGAIN */
   setState(key: FlowKey, state: FlowState): void {
     this.requireRunning('setState');

@@ -1,0 +1,99 @@
+// The shim side of the fast-path benchmark, in its own process because EAL
+// can be initialised only once per process. Forked by run.ts with a
+// ChildConfig as JSON in argv[2]; reports over the IPC channel (ChildMessage)
+// and leaves the arithmetic to the driver.
+import koffi from 'koffi';
+import { FlowState, Mapping, Shim } from '../../src/offload';
+import { ipv4FromString } from '../../src/net/packet';
+import {
+  ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, ealArgs, flowClientIp, flowClientPort, flowId,
+} from './common';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const rssMb = () => process.memoryUsage().rss / 2 ** 20;
+
+function send(msg: ChildMessage): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new Error('shim-child must be forked with an IPC channel (run run.js)'));
+    process.send(msg, (err: Error | null) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** Every flow as struct hs_mapping records in one buffer: no object per flow. */
+function encodeMappings(flows: number): Buffer {
+  const size = koffi.sizeof(Mapping);
+  const off = (f: string) => koffi.offsetof(Mapping, f);
+  const [oIp, oVip, oCport, oVport, oProto, oState, oHost, oFlow] =
+    ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id'].map(off);
+  const vip = ipv4FromString(VIP.ip);
+  const buf = Buffer.alloc(flows * size); // zeroed: reserved, packets and bytes stay 0
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  for (let i = 0, o = 0; i < flows; i++, o += size) {
+    dv.setUint32(o + oIp, flowClientIp(i), true);
+    dv.setUint32(o + oVip, vip, true);
+    dv.setUint16(o + oCport, flowClientPort(i), true);
+    dv.setUint16(o + oVport, VIP.port, true);
+    dv.setUint8(o + oProto, 6);
+    dv.setUint8(o + oState, FlowState.ACTIVE);
+    dv.setUint16(o + oHost, HOST.id, true);
+    dv.setUint32(o + oFlow, flowId(i), true);
+  }
+  return buf;
+}
+
+async function main(cfg: ChildConfig): Promise<void> {
+  const shim = new Shim({
+    eal: ealArgs(cfg.pcap, cfg.memMb),
+    ports: [{ device: PCAP_DEVICE, ip: LB.ip }],
+    vips: [{ ip: VIP.ip, port: VIP.port }],
+    workers: 1,
+    idleSleepUs: 0, // pure busy-poll, like testpmd
+    mbufs: cfg.mbufs,
+    mappingCapacity: cfg.flows,
+  });
+  const rssBeforeStartMb = rssMb();
+  shim.start();
+  try {
+    const rssAfterStartMb = rssMb();
+    shim.setHost(HOST.id, { ip: HOST.ip, port: 0, nexthopMac: HOST.nexthopMac, innerMac: HOST.innerMac });
+
+    const records = encodeMappings(cfg.flows);
+    const t0 = process.hrtime.bigint();
+    const inserted = shim.insertMappingsRaw(records, cfg.flows);
+    const insertMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (inserted < cfg.flows) {
+      // Partial: insert the rest to make the shim throw its reason.
+      shim.insertMappingsRaw(records.subarray(inserted * koffi.sizeof(Mapping)), cfg.flows - inserted);
+      throw new Error(`only ${inserted} of ${cfg.flows} mappings were inserted`);
+    }
+    await send({
+      type: 'loaded', inserted, count: shim.mappingCount(), insertMs,
+      rssBeforeStartMb, rssAfterStartMb, rssAfterInsertMb: rssMb(),
+    });
+
+    // While the table was filling, packets of flows not yet inserted went to
+    // the exception ring: settle, then measure deltas only.
+    await sleep(cfg.warmupSeconds * 1000);
+    const c0 = shim.counters().total;
+    const s0 = process.hrtime.bigint();
+    await sleep(cfg.seconds * 1000);
+    const c1 = shim.counters().total;
+    const elapsedS = Number(process.hrtime.bigint() - s0) / 1e9;
+    const delta = Object.fromEntries(Object.keys(c1).map((k) => [k, Number(c1[k] - c0[k])]));
+    await send({ type: 'result', elapsedS, delta, workers: shim.counters().workers.length });
+  } finally {
+    shim.stop();
+  }
+}
+
+// The driver going away closes the channel: do not keep a busy-polling core alive.
+process.on('disconnect', () => process.exit(2));
+
+main(JSON.parse(process.argv[2] ?? '{}') as ChildConfig).then(
+  () => process.exit(0),
+  async (err: unknown) => {
+    const message = err instanceof Error ? `${err.message}${err.stack ? `\n${err.stack}` : ''}` : String(err);
+    await send({ type: 'error', message }).catch(() => undefined);
+    process.exit(1);
+  },
+);

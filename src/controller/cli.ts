@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ShimError } from '../offload';
+import { Balancer } from './balancer';
+import { ConfigError, loadBalancerConfig } from './config';
+import { formatCounters } from './format';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
+
+const HELP: Record<string, string> = {
+  main: `handoff: L7 load balancer with TCP connection handoff
+
+Usage: handoff <command> [options]
+
+Commands:
+  lb --config FILE        run a balancer
+  check-config FILE       validate a balancer configuration and exit
+  help [COMMAND]          show help
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid configuration.`,
+  lb: `Usage: handoff lb --config FILE [--duration SECONDS]
+
+Runs the balancer described by FILE (YAML) and prints its counters every
+statsIntervalMs. Stops on Ctrl-C or SIGTERM, or after --duration seconds.
+Needs root (DPDK).`,
+  'check-config': `Usage: handoff check-config FILE
+
+Validates FILE. On an error, prints each key path and what was expected, and
+exits 3.`,
+};
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`handoff: ${message}\n`);
+  process.exit(code);
+}
+
+async function runLb(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: {
+    config: { type: 'string', short: 'c' }, duration: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  } });
+  if (values.help) return (console.log(HELP.lb), EXIT.OK);
+  if (!values.config) fail(EXIT.USAGE, 'lb needs --config FILE (see handoff lb --help)');
+  const duration = values.duration === undefined ? undefined : Number(values.duration);
+  if (duration !== undefined && !(duration > 0)) fail(EXIT.USAGE, `--duration must be a positive number, got ${values.duration}`);
+  const cfg = loadBalancerConfig(values.config);
+  if (process.getuid?.() !== 0) {
+    fail(EXIT.FAILURE, 'the balancer needs root (DPDK memory and devices); run it with sudo');
+  }
+  const lb = new Balancer(cfg);
+  lb.start();
+  const ports = cfg.ports.map((p, i) => {
+    const info = lb.shim.portInfo(i);
+    return `port ${i}: ${p.device} ${info.ip} ${info.mac} mtu ${info.mtu}`;
+  });
+  console.log(`handoff: balancer running (${cfg.workers} worker${cfg.workers > 1 ? 's' : ''})`);
+  for (const line of ports) console.log(`  ${line}`);
+  for (const v of cfg.vips) console.log(`  VIP ${v.ip}:${v.port}/${v.proto}`);
+  const tap = cfg.eal.vdevs.map((v) => /^net_tap\d*,.*iface=([^,]+)/.exec(v)?.[1]).find(Boolean);
+  if (tap) {
+    console.log(`  kernel side of the TAP device: ${tap}. To see ARP answered, in another shell:`);
+    console.log(`    ip link set ${tap} up && ip addr add 198.18.0.1/24 dev ${tap} && ping -c 2 ${cfg.ports[0].ip}`);
+  }
+  const print = () => {
+    const c = lb.shim.counters();
+    console.log(`\n[${new Date().toISOString()}] mappings ${lb.shim.mappingCount()}`);
+    console.log(formatCounters(c, { exceptions_unhandled: lb.unhandledExceptions }));
+  };
+  const ticker = setInterval(print, cfg.statsIntervalMs);
+  await new Promise<void>((resolve) => {
+    const done = () => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+    if (duration) setTimeout(done, duration * 1000);
+  });
+  clearInterval(ticker);
+  print();
+  lb.stop();
+  console.log('handoff: stopped');
+  return EXIT.OK;
+}
+
+function runCheckConfig(argv: string[]): number {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+  if (values.help) return (console.log(HELP['check-config']), EXIT.OK);
+  if (positionals.length !== 1) fail(EXIT.USAGE, 'check-config needs exactly one FILE');
+  const cfg = loadBalancerConfig(positionals[0]);
+  console.log(`${positionals[0]}: valid (${cfg.ports.length} port(s), ${cfg.vips.length} VIP(s), ${cfg.hosts.length} host(s))`);
+  return EXIT.OK;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'lb': return runLb(rest);
+    case 'check-config': return runCheckConfig(rest);
+    case undefined: case 'help': case '--help': case '-h':
+      console.log(HELP[rest[0] ?? 'main'] ?? HELP.main);
+      return cmd === undefined ? EXIT.USAGE : EXIT.OK;
+    default:
+      fail(EXIT.USAGE, `unknown command '${cmd}' (see handoff --help)`);
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
+    if (err instanceof ConfigError) fail(EXIT.CONFIG, err.message);
+    if (err instanceof ShimError) fail(EXIT.FAILURE, `${err.message} [${err.code}]`);
+    fail(EXIT.FAILURE, (err as Error)?.stack ?? String(err));
+  });
+}
+
+export const defaultConfigPath = path.resolve(__dirname, '../../../configs/default.yaml');

@@ -1,0 +1,65 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+// One schema both validates config files and types them. docs/configuration.md
+// lists every key; keep the two together.
+
+const Ipv4 = Type.String({ format: 'ipv4', description: 'dotted-quad IPv4 address' });
+const Mac = Type.String({ pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$', description: 'MAC address aa:bb:cc:dd:ee:ff' });
+
+export const EalSchema = Type.Object({
+  hugepages: Type.Boolean({ default: false, description: 'use hugepages; false runs with --no-huge' }),
+  memoryMb: Type.Integer({ minimum: 64, maximum: 1048576, default: 256, description: 'memory EAL reserves (-m)' }),
+  lcores: Type.String({ default: '0,1', description: 'EAL -l list: the first is the control (main) lcore, the rest workers' }),
+  vdevs: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'virtual devices (--vdev), e.g. net_tap0,iface=handoff0' }),
+  pci: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'PCI devices to use (-a); empty with no vdevs scans all bound NICs' }),
+  filePrefix: Type.Optional(Type.String({ minLength: 1, description: 'hugepage file prefix so several DPDK processes coexist' })),
+  logLevel: Type.String({ default: 'lib.eal:error', description: 'EAL --log-level' }),
+  extraArgs: Type.Array(Type.String(), { default: [], description: 'further EAL arguments, verbatim' }),
+}, { additionalProperties: false });
+
+export const PortSchema = Type.Object({
+  device: Type.String({ minLength: 1, maxLength: 63, description: 'DPDK device name (net_tap0, 0000:01:00.0)' }),
+  ip: Ipv4,
+  mtu: Type.Integer({ minimum: 576, maximum: 9000, default: 1500, description: 'underlay MTU' }),
+  mac: Type.Optional(Mac),
+  promisc: Type.Boolean({ default: false }),
+  rxDesc: Type.Integer({ minimum: 32, maximum: 32768, default: 1024 }),
+  txDesc: Type.Integer({ minimum: 32, maximum: 32768, default: 1024 }),
+}, { additionalProperties: false });
+
+export const VipSchema = Type.Object({
+  ip: Ipv4,
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  proto: Type.Union([Type.Literal('tcp'), Type.Literal('udp')], { default: 'tcp' }),
+}, { additionalProperties: false });
+
+export const HostSchema = Type.Object({
+  name: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9_.-]+$' }),
+  ip: Ipv4,
+  port: Type.Integer({ minimum: 0, maximum: 7, default: 0, description: 'balancer port index the host is reached through' }),
+  nexthopMac: Mac,
+  innerMac: Mac,
+}, { additionalProperties: false });
+
+export const LimitsSchema = Type.Object({
+  mbufs: Type.Integer({ minimum: 1023, default: 8191 }),
+  mappingCapacity: Type.Integer({ minimum: 64, default: 65536 }),
+  holdFlows: Type.Integer({ minimum: 1, default: 1024 }),
+  holdPerFlow: Type.Integer({ minimum: 1, maximum: 64, default: 8 }),
+  holdTotal: Type.Integer({ minimum: 1, default: 4096 }),
+  exceptionRingSize: Type.Integer({ minimum: 64, default: 4096 }),
+  txRingSize: Type.Integer({ minimum: 64, default: 4096 }),
+}, { additionalProperties: false });
+
+export const BalancerConfigSchema = Type.Object({
+  eal: EalSchema,
+  workers: Type.Integer({ minimum: 1, maximum: 16, default: 1 }),
+  idleSleepUs: Type.Integer({ minimum: 0, maximum: 1000000, default: 100, description: '0 busy-polls' }),
+  ports: Type.Array(PortSchema, { minItems: 1, maxItems: 8 }),
+  vips: Type.Array(VipSchema, { maxItems: 64, default: [] }),
+  hosts: Type.Array(HostSchema, { maxItems: 4096, default: [] }),
+  limits: LimitsSchema,
+  statsIntervalMs: Type.Integer({ minimum: 100, default: 2000, description: 'how often `handoff lb` prints counters' }),
+}, { additionalProperties: false });
+
+export type BalancerConfig = Static<typeof BalancerConfigSchema>;

@@ -1,0 +1,98 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import { FormatRegistry } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import YAML from 'yaml';
+import { BalancerConfig, BalancerConfigSchema } from './config-schema';
+
+FormatRegistry.Set('ipv4', (v) => net.isIPv4(v));
+
+export interface ConfigProblem {
+  /** JSON-pointer-like key path, e.g. /ports/0/ip */
+  path: string;
+  message: string;
+}
+
+/** A configuration refused: `problems` name every key and what was expected. */
+export class ConfigError extends Error {
+  readonly code = 'ERR_CONFIG_INVALID';
+  readonly file: string;
+  readonly problems: ConfigProblem[];
+
+  constructor(file: string, problems: ConfigProblem[]) {
+    super(`${file}: invalid configuration\n` + problems.map((p) => `  ${p.path || '/'}: ${p.message}`).join('\n'));
+    this.name = 'ConfigError';
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+/**
+ * Validate a parsed document and fill defaults.
+ * @throws ConfigError
+ */
+export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerConfig {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(file, [{ path: '/', message: 'expected a mapping of keys' }]);
+  }
+  // Defaults for nested objects that may be omitted entirely.
+  const withObjects = { eal: {}, limits: {}, ...(doc as object) };
+  const value = Value.Default(BalancerConfigSchema, structuredClone(withObjects));
+  const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => ({
+    path: e.path,
+    message: `${e.message}${e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : ''}`,
+  }));
+  if (problems.length) throw new ConfigError(file, dedupe(problems));
+  const cfg = value as BalancerConfig;
+  const semantic: ConfigProblem[] = [];
+  const names = new Set<string>();
+  cfg.hosts.forEach((h, i) => {
+    if (names.has(h.name)) semantic.push({ path: `/hosts/${i}/name`, message: `duplicate host name '${h.name}'` });
+    names.add(h.name);
+    if (h.port >= cfg.ports.length) {
+      semantic.push({ path: `/hosts/${i}/port`, message: `port ${h.port} does not exist (${cfg.ports.length} ports)` });
+    }
+  });
+  for (const [key, v] of [['exceptionRingSize', cfg.limits.exceptionRingSize], ['txRingSize', cfg.limits.txRingSize]] as const) {
+    if ((v & (v - 1)) !== 0) semantic.push({ path: `/limits/${key}`, message: `must be a power of two (got ${v})` });
+  }
+  if (semantic.length) throw new ConfigError(file, semantic);
+  return cfg;
+}
+
+/** Several schema branches may report the same path; keep the first of each. */
+function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => (seen.has(p.path) ? false : (seen.add(p.path), true)));
+}
+
+/**
+ * Read and validate a YAML (or JSON) configuration file.
+ * @throws ConfigError
+ */
+export function loadBalancerConfig(file: string): BalancerConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '/', message: `cannot read: ${(err as Error).message}` }]);
+  }
+  const doc = YAML.parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) {
+    throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
+  }
+  return parseBalancerConfig(doc.toJS(), file);
+}
+
+/** EAL arguments for a configuration. */
+export function ealArgs(cfg: BalancerConfig): string[] {
+  const e = cfg.eal;
+  const args = ['-l', e.lcores, '-m', String(e.memoryMb), '--log-level', e.logLevel];
+  if (!e.hugepages) args.push('--no-huge', '--no-shconf');
+  else if (e.filePrefix) args.push('--file-prefix', e.filePrefix);
+  else args.push('--in-memory');
+  for (const v of e.vdevs) args.push('--vdev', v);
+  if (e.pci.length) for (const p of e.pci) args.push('-a', p);
+  else if (e.vdevs.length) args.push('--no-pci');
+  return [...args, ...e.extraArgs];
+}
