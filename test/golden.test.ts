@@ -97,7 +97,7 @@ t.test('fixtures agree with independent builders', async (t) => {
 });
 
 if (typeof shim === 'string') {
-  t.comment(`golden table skipped: ${shim}`);
+  t.test('golden table', { skip: shim }, async () => {});
 } else {
   t.teardown(() => shim.stop());
   shim.setHost(1, HOST1);

@@ -38,10 +38,13 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
   // Defaults for nested objects that may be omitted entirely.
   const withObjects = { eal: {}, limits: {}, ...(doc as object) };
   const value = Value.Default(BalancerConfigSchema, structuredClone(withObjects));
-  const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => ({
-    path: e.path,
-    message: `${e.message}${e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : ''}`,
-  }));
+  const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => {
+    // A regex or format name means little to an operator; the description says what is meant.
+    const described = ('pattern' in e.schema || 'format' in e.schema) && e.schema.description;
+    const what = described ? `expected ${e.schema.description}` : e.message;
+    const got = e.value !== undefined && typeof e.value !== 'object' ? ` (got ${JSON.stringify(e.value)})` : '';
+    return { path: e.path, message: what + got };
+  });
   if (problems.length) throw new ConfigError(file, dedupe(problems));
   const cfg = value as BalancerConfig;
   const semantic: ConfigProblem[] = [];

@@ -1,0 +1,417 @@
+// Fast-path benchmark: packets per second of the shim's worker (one core,
+// busy-polling, every packet a mapped ACTIVE flow tunnelled to its host) next
+// to dpdk-testpmd's 5tswap forwarding on the same input, as a reference for
+// "parse a frame and rewrite its headers" on this machine.
+//
+// Both read the same pcap through the pcap PMD with infinite_rx (it replays
+// the file from mbufs forever) and transmit into the PMD's drop path, so the
+// PMD's per-packet cost (an mbuf allocation, a copy, a free) is in both
+// numbers and the ratio is a lower bound on the ratio of the forwarding logic
+// alone.
+//
+// Options (flag or environment): --flows / FASTPATH_FLOWS (default 1000000),
+// --packets / FASTPATH_PACKETS (65536), --seconds / FASTPATH_SECONDS (5),
+// --rounds / FASTPATH_ROUNDS (3), --mem / FASTPATH_MEM_MB (3072),
+// --testpmd / FASTPATH_TESTPMD (/usr/bin/dpdk-testpmd),
+// --keep-pcap / FASTPATH_KEEP_PCAP=1.
+//
+// The last line is `fastpath_ratio_vs_5tswap=R`. Nothing here asserts on
+// timings: it fails only when a run does not work (no traffic, packets not
+// hitting their mappings, a process dying, a phase not finishing).
+import { ChildProcess, fork, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { TCP_ACK, TCP_PSH, buildTcp, padFrame } from '../../src/net/packet';
+import { PcapWriter } from '../../src/net/pcap';
+import {
+  CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, ealArgs, flowClientIp, flowClientPort, prng,
+} from './common';
+
+interface Options {
+  flows: number;
+  packets: number;
+  seconds: number;
+  rounds: number;
+  memMb: number;
+  testpmd: string;
+  keepPcap: boolean;
+}
+
+class BenchError extends Error {
+  override name = 'BenchError';
+}
+
+function intOption(name: string, env: string, def: number, min: number, max: number): number {
+  const flag = process.argv.slice(2).find((a) => a.startsWith(`--${name}=`));
+  const raw = flag ? flag.slice(name.length + 3) : process.env[env];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new BenchError(`--${name} / ${env} must be an integer ${min}..${max}, got '${raw}'`);
+  }
+  return v;
+}
+
+function parseOptions(): Options {
+  for (const a of process.argv.slice(2)) {
+    if (!/^--(flows|packets|seconds|rounds|mem|testpmd)=.|^--keep-pcap$/.test(a)) {
+      throw new BenchError(`unknown argument '${a}' (see the header of bench/fastpath/run.ts)`);
+    }
+  }
+  const flag = process.argv.slice(2).find((a) => a.startsWith('--testpmd='));
+  return {
+    flows: intOption('flows', 'FASTPATH_FLOWS', 1_000_000, 64, MAX_FLOWS),
+    packets: intOption('packets', 'FASTPATH_PACKETS', 65536, 1, 1 << 22),
+    seconds: intOption('seconds', 'FASTPATH_SECONDS', 5, 1, 3600),
+    rounds: intOption('rounds', 'FASTPATH_ROUNDS', 3, 1, 100),
+    memMb: intOption('mem', 'FASTPATH_MEM_MB', 3072, 256, 1 << 20),
+    testpmd: flag ? flag.slice('--testpmd='.length) : (process.env.FASTPATH_TESTPMD || '/usr/bin/dpdk-testpmd'),
+    keepPcap: process.argv.includes('--keep-pcap') || process.env.FASTPATH_KEEP_PCAP === '1',
+  };
+}
+
+// ------------------------------------------------------------------ children
+
+/** Kill functions of every process still running: called on every way out. */
+const live = new Set<() => void>();
+
+function killAll(): void {
+  for (const kill of live) kill();
+  live.clear();
+}
+
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    killAll();
+    process.stderr.write(`fastpath: interrupted by ${sig}\n`);
+    process.exit(130);
+  });
+}
+
+/** The last lines a child printed, for error messages (EAL explains most failures there). */
+class Tail {
+  private lines: string[] = [];
+  private partial = '';
+  constructor(private readonly max = 60, private readonly onLine?: (line: string) => void) {}
+
+  push(chunk: Buffer | string): void {
+    const parts = (this.partial + chunk.toString()).split('\n');
+    this.partial = parts.pop() ?? '';
+    for (const l of parts) {
+      this.onLine?.(l);
+      this.lines.push(l);
+      if (this.lines.length > this.max) this.lines.shift();
+    }
+  }
+
+  text(): string {
+    const all = this.partial ? [...this.lines, this.partial] : this.lines;
+    return all.map((l) => `    | ${l}`).join('\n');
+  }
+}
+
+interface Exit { code: number | null; signal: NodeJS.Signals | null }
+
+function exitOf(child: ChildProcess): Promise<Exit> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode });
+      return;
+    }
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+function describeExit(e: Exit): string {
+  return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new BenchError(`${what}: no answer within ${Math.round(ms / 1000)} s`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+// ------------------------------------------------------------------ pcap
+
+interface PcapInfo {
+  file: string;
+  dir: string;
+  packets: number;
+  distinctFlows: number;
+  avgFrameBytes: number;
+}
+
+/**
+ * Client → VIP TCP segments of flows drawn uniformly from the whole flow set:
+ * 3 in 4 carry 10..74 bytes of data (64..128-byte frames), 1 in 4 is a pure
+ * ACK zero-padded to 64 bytes (the shim trims the padding before tunnelling).
+ */
+function generatePcap(o: Options): PcapInfo {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'handoff-fastpath-'));
+  const file = path.join(dir, `clients-${o.packets}p-${o.flows}f.pcap`);
+  const rnd = prng(0x48616e64);
+  const u32 = () => Math.floor(rnd() * 2 ** 32);
+  const seen = new Uint8Array(Math.ceil(o.flows / 8));
+  const payloads = Array.from({ length: 75 }, (_, n) => Buffer.alloc(n, 0x61));
+  let distinct = 0;
+  let bytes = 0;
+  const w = new PcapWriter(file);
+  try {
+    for (let k = 0; k < o.packets; k++) {
+      const f = Math.floor(rnd() * o.flows);
+      if (!(seen[f >> 3]! & (1 << (f & 7)))) {
+        seen[f >> 3]! |= 1 << (f & 7);
+        distinct++;
+      }
+      const pureAck = rnd() < 0.25;
+      const frame = buildTcp({
+        srcMac: CLIENT_MAC, dstMac: LB.mac,
+        srcIp: flowClientIp(f), dstIp: VIP.ip, ipId: k & 0xffff, dontFragment: true,
+        srcPort: flowClientPort(f), dstPort: VIP.port,
+        seq: u32(), ack: u32(), window: 502,
+        flags: pureAck ? TCP_ACK : TCP_ACK | TCP_PSH,
+        payload: pureAck ? undefined : payloads[10 + Math.floor(rnd() * 65)],
+      });
+      const out = padFrame(frame, 64);
+      bytes += out.length;
+      w.write(out);
+    }
+  } finally {
+    w.close();
+  }
+  return { file, dir, packets: o.packets, distinctFlows: distinct, avgFrameBytes: bytes / o.packets };
+}
+
+/**
+ * The pcap PMD copies the whole file into mbufs of the port's pool when the
+ * RX queue is set up; on top of that come the RX/TX descriptors, the per-lcore
+ * mempool caches and bursts in flight.
+ */
+function mbufsFor(packets: number): number {
+  return packets + 8192;
+}
+
+// ------------------------------------------------------------------ handoff
+
+interface HandoffResult {
+  pps: number;
+  hitRatio: number;
+  elapsedS: number;
+  loaded: Extract<ChildMessage, { type: 'loaded' }>;
+  delta: Record<string, number>;
+}
+
+async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
+  const cfg: ChildConfig = {
+    pcap: pcap.file, flows: o.flows, seconds: o.seconds, warmupSeconds: 1, memMb: o.memMb, mbufs: mbufsFor(o.packets),
+  };
+  const tail = new Tail();
+  // silent: EAL's start-up chatter is kept for error messages, not shown.
+  const child = fork(path.join(__dirname, 'shim-child.js'), [JSON.stringify(cfg)], { silent: true });
+  const kill = () => { child.kill('SIGKILL'); };
+  live.add(kill);
+  child.stdout?.on('data', (d: Buffer) => tail.push(d));
+  child.stderr?.on('data', (d: Buffer) => tail.push(d));
+  const exited = exitOf(child);
+
+  const inbox: ChildMessage[] = [];
+  let wake: (() => void) | undefined;
+  child.on('message', (m: ChildMessage) => { inbox.push(m); wake?.(); });
+  const next = async (type: ChildMessage['type'], ms: number, what: string) => {
+    const got = within((async () => {
+      for (;;) {
+        const m = inbox.shift();
+        if (m?.type === 'error') throw new BenchError(`shim child failed: ${m.message}`);
+        if (m?.type === type) return m;
+        if (m) continue;
+        const woke = new Promise<void>((r) => { wake = r; });
+        const e = await Promise.race([woke.then(() => undefined), exited]);
+        if (e && inbox.length === 0) throw new BenchError(`shim child ${describeExit(e)} during ${what}`);
+      }
+    })(), ms, `shim child, ${what}`);
+    return got;
+  };
+
+  try {
+    // EAL start, the pcap loaded into mbufs, and the bulk insert.
+    const loaded = await next('loaded', 300_000 + o.flows / 100, 'start and mapping insert') as Extract<ChildMessage, { type: 'loaded' }>;
+    if (loaded.inserted !== o.flows || loaded.count !== o.flows) {
+      throw new BenchError(`inserted ${loaded.inserted} mappings, table holds ${loaded.count}, expected ${o.flows}`);
+    }
+    const res = await next('result', (o.seconds + 60) * 1000, 'measurement') as Extract<ChildMessage, { type: 'result' }>;
+    const e = await within(exited, 30_000, 'shim child, stop').catch((err: Error) => {
+      process.stderr.write(`fastpath: warning: ${err.message}; killed it\n`);
+      return { code: 0, signal: null };
+    });
+    if (e.code !== 0) throw new BenchError(`shim child ${describeExit(e)} after measuring`);
+
+    const rx = res.delta.rx_packets ?? 0;
+    const encap = res.delta.encap_packets ?? 0;
+    const problems = Object.entries(res.delta)
+      .filter(([k, v]) => v > 0 && (k.startsWith('drop_') || k.startsWith('exception_') || k === 'held'))
+      .map(([k, v]) => `${k}=${v}`);
+    if (rx === 0) throw new BenchError(`the shim received no packets in ${res.elapsedS.toFixed(1)} s`);
+    const hitRatio = encap / rx;
+    // Every packet belongs to an ACTIVE mapping: anything else is a broken
+    // set-up (or fast path), not a performance result.
+    if (hitRatio < 0.99) {
+      throw new BenchError(`only ${(hitRatio * 100).toFixed(2)}% of ${rx} received packets were tunnelled; ` +
+        `nonzero drop/exception counters: ${problems.join(' ') || '(none)'}`);
+    }
+    if (problems.length) process.stderr.write(`fastpath: warning: handoff counters: ${problems.join(' ')}\n`);
+    return { pps: rx / res.elapsedS, hitRatio, elapsedS: res.elapsedS, loaded, delta: res.delta };
+  } catch (err) {
+    if (err instanceof BenchError) err.message += `\n  shim child output (last lines):\n${tail.text()}`;
+    throw err;
+  } finally {
+    kill();
+    live.delete(kill);
+    await exited;
+  }
+}
+
+// ------------------------------------------------------------------ testpmd
+
+interface TestpmdResult {
+  pps: number;
+  txPps: number;
+  samples: number[];
+}
+
+async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
+  if (!fs.existsSync(o.testpmd)) {
+    throw new BenchError(`${o.testpmd} not found (Debian: apt-get install dpdk-dev; or set FASTPATH_TESTPMD)`);
+  }
+  const args = [
+    ...ealArgs(pcap.file, o.memMb), '--',
+    '--forward-mode=5tswap', '--port-topology=loop', '--nb-cores=1', '--rxq=1', '--txq=1', '--stats-period=1',
+    `--total-num-mbufs=${mbufsFor(o.packets)}`,
+    // Flushing would spin on the endless pcap RX for a second before starting.
+    '--no-flush-rx',
+  ];
+  // The first Rx-pps line has no previous sample (it prints 0) and the next
+  // covers the first second of forwarding: both are discarded.
+  const want = o.seconds + 2;
+  const rx: number[] = [];
+  const tx: number[] = [];
+  let done: (() => void) | undefined;
+  const enough = new Promise<void>((r) => { done = r; });
+  const tail = new Tail(80, (line) => {
+    const m = /^\s*(Rx|Tx)-pps:\s+(\d+)/.exec(line);
+    if (!m) return;
+    (m[1] === 'Rx' ? rx : tx).push(Number(m[2]));
+    if (rx.length >= want && tx.length >= want) done?.();
+  });
+  // timeout(1) bounds testpmd's life even if this process is SIGKILLed, and
+  // forwards our SIGINT; stdbuf makes testpmd's stdout line-buffered so the
+  // per-second stats arrive as they are printed. detached: its own process
+  // group, so one kill reaches timeout and testpmd.
+  const limit = o.seconds + 180;
+  const child = spawn('timeout', ['-s', 'INT', '-k', '10', String(limit), 'stdbuf', '-oL', o.testpmd, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+  });
+  const kill = () => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone already */ } };
+  live.add(kill);
+  child.stdout.on('data', (d: Buffer) => tail.push(d));
+  child.stderr.on('data', (d: Buffer) => tail.push(d));
+  const exited = exitOf(child);
+  const spawnError = new Promise<never>((_, reject) => child.once('error', (e) => reject(new BenchError(`cannot run testpmd: ${e.message}`))));
+
+  try {
+    const early = await within(Promise.race([enough.then(() => undefined), exited, spawnError]), limit * 1000,
+      'dpdk-testpmd, forwarding');
+    if (early) throw new BenchError(`dpdk-testpmd ${describeExit(early)} after ${rx.length} of ${want} stats periods`);
+    process.kill(-child.pid!, 'SIGINT');
+    const e = await within(exited, 30_000, 'dpdk-testpmd, exit after SIGINT').catch((err: Error) => {
+      process.stderr.write(`fastpath: warning: ${err.message}; killed it\n`);
+      return null;
+    });
+    if (e && e.code !== 0 && e.signal !== 'SIGINT' && e.code !== 130) {
+      throw new BenchError(`dpdk-testpmd ${describeExit(e)} after SIGINT`);
+    }
+    const samples = rx.slice(2, want);
+    const pps = samples.reduce((a, b) => a + b, 0) / samples.length;
+    const txPps = tx.slice(2, want).reduce((a, b) => a + b, 0) / samples.length;
+    if (pps === 0) throw new BenchError('dpdk-testpmd forwarded no packets');
+    return { pps, txPps, samples };
+  } catch (err) {
+    if (err instanceof BenchError) err.message += `\n  dpdk-testpmd output (last lines):\n${tail.text()}`;
+    throw err;
+  } finally {
+    kill();
+    live.delete(kill);
+    await exited;
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const mpps = (pps: number) => (pps / 1e6).toFixed(3);
+const nsPerPkt = (pps: number) => (1e9 / pps).toFixed(1);
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) process.stderr.write('fastpath: warning: not root; DPDK will probably fail\n');
+  const o = parseOptions();
+  if (os.cpus().length < 2) throw new BenchError('needs 2 CPUs (lcore 0 = main, lcore 1 = the forwarding core)');
+
+  const tGen = Date.now();
+  const pcap = generatePcap(o);
+  console.log(`fastpath: ${pcap.packets} packets (avg ${pcap.avgFrameBytes.toFixed(1)} B/frame) to ${VIP.ip}:${VIP.port}, ` +
+    `drawn from ${o.flows} flows (${pcap.distinctFlows} distinct in the pcap); ${pcap.file} in ${Date.now() - tGen} ms`);
+  console.log(`fastpath: ${o.rounds} round(s) of ${o.seconds} s each, one forwarding core (lcore 1), pool ${mbufsFor(o.packets)} mbufs, -m ${o.memMb}`);
+
+  const handoff: HandoffResult[] = [];
+  const testpmd: TestpmdResult[] = [];
+  try {
+    for (let r = 1; r <= o.rounds; r++) {
+      const h = await runHandoff(o, pcap);
+      handoff.push(h);
+      console.log(`round ${r}: handoff ${mpps(h.pps)} Mpps (hit ${(h.hitRatio * 100).toFixed(3)}%, ` +
+        `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms)`);
+      const t = await runTestpmd(o, pcap);
+      testpmd.push(t);
+      console.log(`round ${r}: testpmd-5tswap ${mpps(t.pps)} Mpps (tx ${mpps(t.txPps)}; per second: ${t.samples.map(mpps).join(' ')})`);
+    }
+  } finally {
+    if (!o.keepPcap) fs.rmSync(pcap.dir, { recursive: true, force: true });
+  }
+
+  const hPps = median(handoff.map((h) => h.pps));
+  const tPps = median(testpmd.map((t) => t.pps));
+  const insertMs = median(handoff.map((h) => h.loaded.insertMs));
+  const l = handoff[0]!.loaded;
+  // With --no-huge, EAL memory is plain anonymous memory that pages in on
+  // first touch, and the table's memory is first touched by the inserts, so
+  // RSS growth over the insert approximates the per-mapping footprint.
+  const perMapping = ((l.rssAfterInsertMb - l.rssAfterStartMb) * 2 ** 20) / l.count;
+  console.log('');
+  console.log(`mappings: ${l.count} (capacity ${o.flows}), bulk insert median ${insertMs.toFixed(0)} ms ` +
+    `(${(l.count / insertMs / 1e3).toFixed(2)} M/s); RSS +${(l.rssAfterInsertMb - l.rssAfterStartMb).toFixed(0)} MiB ` +
+    `over the insert, ~${perMapping.toFixed(0)} B/mapping`);
+  console.log('');
+  console.log('engine            Mpps   ns/packet (1 core)');
+  console.log(`handoff         ${mpps(hPps).padStart(6)}   ${nsPerPkt(hPps).padStart(8)}`);
+  console.log(`testpmd-5tswap  ${mpps(tPps).padStart(6)}   ${nsPerPkt(tPps).padStart(8)}`);
+  console.log(`fastpath_ratio_vs_5tswap=${(hPps / tPps).toFixed(3)}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    killAll();
+    const msg = err instanceof BenchError ? err.message : err instanceof Error ? err.stack ?? err.message : String(err);
+    process.stderr.write(`fastpath: FAILED: ${msg}\n`);
+    process.exit(1);
+  },
+);
