@@ -50,8 +50,21 @@ const cases: Case[] = [
     input: tcp({ vlan: 7 }), verdict: tx },
   { name: 'FIN with an ACTIVE mapping is still tunnelled', input: tcp({ srcPort: 40001, flags: TCP_FIN | TCP_ACK,
     payload: Buffer.alloc(0) }), verdict: tx },
-  { name: 'SYN to the VIP with no mapping goes to the exception ring',
-    input: tcp({ srcPort: 50000, flags: TCP_SYN, payload: Buffer.alloc(0), options: Buffer.from('020405b4', 'hex') }),
+  { name: 'SYN with MSS, SACK, timestamps and window scale gets a SYN cookie SYN-ACK',
+    input: tcp({ srcPort: 50000, seq: 0x11223344, ack: 0, flags: TCP_SYN, window: 64240, payload: Buffer.alloc(0),
+      // MSS 1460, SACK-permitted, TS 0xabcdef01/0, NOP, wscale 9: what Linux sends.
+      options: Buffer.from('020405b40402080aabcdef0100000000010303' + '09', 'hex') }),
+    verdict: tx },
+  { name: 'SYN with only an MSS gets a SYN-ACK with only an MSS',
+    input: tcp({ srcPort: 50001, seq: 7, ack: 0, flags: TCP_SYN, window: 1024, payload: Buffer.alloc(0),
+      options: Buffer.from('02040218', 'hex') }), // MSS 536
+    verdict: tx },
+  { name: 'ACK with a forged cookie is dropped',
+    input: tcp({ srcPort: 50002, seq: 8, ack: 0x12345678, flags: TCP_ACK, payload: Buffer.alloc(0) }),
+    verdict: { kind: 'drop', counter: 'drop_bad_cookie' } },
+  { name: 'UDP to a UDP VIP with no mapping goes to the exception ring',
+    input: buildUdp({ srcMac: CLIENT.mac, dstMac: LB.mac, srcIp: CLIENT.ip, dstIp: VIP.ip, srcPort: 5000,
+      dstPort: 53, payload: Buffer.from('query') }),
     verdict: { kind: 'exception', reason: ExceptionReason.MISS } },
   { name: 'ICMP echo to the balancer address goes to the exception ring',
     input: buildIcmpEcho({ srcMac: CLIENT.mac, dstMac: LB.mac, srcIp: CLIENT.ip, dstIp: LB.ip, id: 1, seq: 1 }),
@@ -66,9 +79,11 @@ const cases: Case[] = [
     verdict: { kind: 'drop', counter: 'drop_not_for_us' } },
 ];
 
+const CLOCK_MS = 1_000_000; // fixed clock: cookie tick 15 (64 s steps), timestamps 1000000
 const shim = startShim({
   ports: [{ device: 'golden_ring', ip: LB.ip, mac: LB.mac, ring: true }],
-  vips: [{ ip: VIP.ip, port: VIP.port }],
+  vips: [{ ip: VIP.ip, port: VIP.port }, { ip: VIP.ip, port: 53, proto: 'udp' }],
+  cookieSecret: Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex'),
 });
 
 // The fixtures are checked against independent builders, so a wrong golden
@@ -78,6 +93,36 @@ t.test('fixtures agree with independent builders', async (t) => {
   for (const c of cases.filter((c) => c.verdict.kind === 'tx')) {
     const want = Buffer.from(expected[c.name] ?? '', 'hex');
     const inp = parseFrame(c.input);
+    if (inp.tcp && inp.tcp.flags === TCP_SYN) {
+      // SYN-ACK: checked field by field against RFC 793/7323 and the cookie layout.
+      const o = parseFrame(want);
+      const opts = o.tcp!.options;
+      t.equal(o.tcp!.flags, TCP_SYN | TCP_ACK, `${c.name}: SYN|ACK`);
+      t.equal(o.tcp!.ack, (inp.tcp.seq + 1) >>> 0, `${c.name}: acknowledges the client's ISN`);
+      t.same([o.ipv4!.src, o.ipv4!.dst, o.tcp!.srcPort, o.tcp!.dstPort],
+        [inp.ipv4!.dst, inp.ipv4!.src, inp.tcp.dstPort, inp.tcp.srcPort], `${c.name}: addresses swapped`);
+      t.ok(o.tcp!.checksumOk && o.ipv4!.checksumOk, `${c.name}: checksums`);
+      const isn = o.tcp!.seq;
+      t.equal(isn >>> 27, Math.floor(CLOCK_MS / 64000) & 31, `${c.name}: cookie carries the tick`);
+      const mssOpt = opts.indexOf(Buffer.from([2, 4]));
+      const mss = opts.readUInt16BE(mssOpt + 2);
+      const clientTs = inp.tcp.options.length > 4;
+      t.equal(mss, clientTs ? 1410 : 536, `${c.name}: MSS = min(client MSS, MTU - 90)`);
+      t.equal((isn >>> 24) & 7, clientTs ? 5 : 0, `${c.name}: cookie carries the MSS index`);
+      const ts = opts.indexOf(Buffer.from([8, 10]));
+      if (clientTs) {
+        t.equal(opts.readUInt32BE(ts + 6), 0xabcdef01, `${c.name}: TSecr echoes the client's TSval`);
+        const tsval = opts.readUInt32BE(ts + 2);
+        t.equal(tsval & 0x3f, 0x10 | 9, `${c.name}: TSval low bits carry SACK and the client's wscale 9`);
+        t.ok(tsval <= CLOCK_MS && CLOCK_MS - tsval < 64, `${c.name}: TSval from our clock`);
+        t.ok(opts.includes(Buffer.from([3, 3, 7])), `${c.name}: our window scale 7`);
+        t.ok(opts.includes(Buffer.from([4, 2])), `${c.name}: SACK-permitted`);
+      } else {
+        t.equal(ts, -1, `${c.name}: no timestamps`);
+        t.notOk(opts.includes(Buffer.from([3, 3])), `${c.name}: no window scale without timestamps (as Linux)`);
+      }
+      continue;
+    }
     if (inp.arp) {
       const reply = buildArpReply({ srcMac: LB.mac, srcIp: inp.arp.tpa, dstMac: CLIENT.mac, dstIp: CLIENT.ip,
         vlan: inp.eth.vlan });
@@ -100,6 +145,7 @@ if (typeof shim === 'string') {
   t.test('golden table', { skip: shim }, async () => {});
 } else {
   t.teardown(() => shim.stop());
+  shim.setClockForTests(CLOCK_MS);
   shim.setHost(1, HOST1);
   for (const clientPort of [40000, 40001]) {
     shim.insertMapping({ clientIp: CLIENT.ip, clientPort, vip: VIP.ip, vipPort: VIP.port,

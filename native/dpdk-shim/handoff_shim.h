@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HS_ABI_VERSION 1
+#define HS_ABI_VERSION 2
 
 #define HS_MAX_PORTS 8
 #define HS_MAX_WORKERS 16
@@ -41,6 +41,17 @@ enum hs_flow_state {
 enum hs_exc_reason {
 	HS_EXC_MISS = 1,  /**< VIP service traffic with no mapping */
 	HS_EXC_LOCAL = 2, /**< traffic to the balancer's own address */
+	HS_EXC_CONN = 3,  /**< a connection event; see struct hs_conn_event */
+};
+
+/** Connection events (bit mask: one packet may carry several). */
+enum hs_conn_event_type {
+	HS_EV_ACCEPTED = 1, /**< handshake completed with a valid cookie */
+	HS_EV_DATA = 2,     /**< new in-order bytes: payload_len at payload_off of the frame */
+	HS_EV_FIN = 4,      /**< the client closed its side */
+	HS_EV_RESET = 8,    /**< the client reset the connection; it is gone */
+	HS_EV_TIMEOUT = 16, /**< never classified: the shim reset it; it is gone */
+	HS_EV_FROZEN = 32,  /**< answer to hs_conn_handoff: final state; the shim forgot it */
 };
 
 struct hs_port_conf {
@@ -77,6 +88,14 @@ struct hs_config {
 	uint32_t tx_ring_size;     /**< power of two; 0 means 4096 */
 	uint32_t idle_sleep_us;    /**< 0: pure busy-poll */
 	uint32_t idle_spins;       /**< empty polls before sleeping; 0 means 64 */
+	uint32_t accept_capacity;  /**< accepted, unclassified connections; 0 means 65536 */
+	uint32_t accept_max_bytes; /**< bytes taken per connection before the window closes; 0 means 65535 */
+	uint32_t accept_timeout_ms;/**< unclassified connections are reset after this; 0 means 10000 */
+	uint32_t cookie_tick_s;    /**< SYN cookie time step; valid for two; 0 means 64 */
+	uint8_t rcv_wscale;        /**< our window scale when the client offers one; 0 means 7 */
+	uint8_t reset_bad_ack;     /**< 1: answer an ACK with a bad cookie with RST; 0: drop it */
+	uint8_t reserved[2];
+	uint8_t cookie_secret[16]; /**< all zero: random */
 	struct hs_port_conf ports[HS_MAX_PORTS];
 	struct hs_vip_conf vips[HS_MAX_VIPS];
 };
@@ -112,6 +131,39 @@ struct hs_pkt_meta {
 	uint16_t reason; /**< enum hs_exc_reason (exception bursts) */
 	uint16_t worker;
 	uint32_t reserved;
+};
+
+/**
+ * A connection event, delivered with its frame through the exception ring.
+ * Addresses and ports in host order; sequence numbers are the balancer's view.
+ */
+struct hs_conn_event {
+	uint32_t type;       /**< enum hs_conn_event_type bits */
+	uint16_t worker;     /**< owning worker: commands go to it */
+	uint16_t port;       /**< shim port the connection arrived on */
+	uint32_t conn_id;
+	uint32_t conn_gen;   /**< conn_id and conn_gen name the connection in commands */
+	uint32_t client_ip;
+	uint32_t vip;
+	uint16_t client_port;
+	uint16_t vip_port;
+	uint32_t iss;        /**< our initial sequence number (the cookie) */
+	uint32_t irs;        /**< the client's initial sequence number */
+	uint32_t snd_nxt;    /**< iss + 1: the balancer never sends data */
+	uint32_t rcv_nxt;    /**< next byte expected from the client (after this event) */
+	uint32_t snd_wnd;    /**< the client's window in bytes (scaled) */
+	uint32_t rcv_wnd;    /**< the window we advertise, in bytes */
+	uint32_t ts_val;     /**< our timestamp clock now (ms) */
+	uint32_t ts_ecr;     /**< the client's last TSval */
+	uint32_t data_seq;   /**< sequence number of the first payload byte */
+	uint16_t payload_off;/**< payload offset within the frame */
+	uint16_t payload_len;
+	uint16_t mss;        /**< MSS granted in our SYN-ACK */
+	uint8_t snd_wscale;  /**< the client's window scale */
+	uint8_t rcv_wscale;  /**< ours */
+	uint8_t sack_ok;
+	uint8_t ts_ok;
+	uint16_t reserved;
 };
 
 struct hs_port_info {
@@ -201,10 +253,49 @@ int hs_mapping_count(void);
 
 /**
  * Move up to @p max exception packets into @p buf (HS_PKT_MAX bytes per
- * packet slot) with their descriptors in @p meta.
+ * packet slot) with their descriptors in @p meta and, when @p events is not
+ * NULL, their connection events (zeroed for other exceptions).
  * @return packets moved, -ENOTCONN, -EINVAL (buffer smaller than a slot).
  */
-int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, uint32_t max);
+int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, struct hs_conn_event *events,
+		 uint32_t max);
+
+/**
+ * Block until the exception ring has packets or @p timeout_ms passes. Meant
+ * for a thread-pool call (koffi async), so Node sleeps when idle and wakes at
+ * once when busy; workers signal an eventfd only when a waiter is parked.
+ * @return 1 if packets are waiting, 0 on timeout, -ENOTCONN, -EINTR.
+ */
+int hs_exc_wait(uint32_t timeout_ms);
+
+/** Wake a blocked hs_exc_wait (shutdown). @return 0 or -ENOTCONN. */
+int hs_exc_wake(void);
+
+/**
+ * Freeze an accepted connection for handoff: its worker answers with an
+ * HS_EV_FROZEN event carrying the final state and forgets it. Call after
+ * inserting its PENDING mapping, so later segments are held, not ACKed.
+ * @return 0, -ENOTCONN, -EINVAL (worker out of range), -EAGAIN (command ring full).
+ */
+int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
+
+/**
+ * Reset an accepted connection (RST to the client) and forget it.
+ * @return 0, -ENOTCONN, -EINVAL, -EAGAIN.
+ */
+int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
+
+/**
+ * Replace the SYN cookie secret; the previous one stays valid for checks.
+ * @return 0, -ENOTCONN, -EINVAL.
+ */
+int hs_cookie_rotate(const uint8_t secret[16]);
+
+/**
+ * Point a mapping at another host (failover while PENDING).
+ * @return 0, -ENOTCONN, -EINVAL (host undefined), -ENOENT.
+ */
+int hs_mapping_set_host(const struct hs_mapping *key, uint32_t host_id);
 
 /**
  * Queue @p n frames described by @p meta (offset, len, port) from @p buf for
@@ -228,6 +319,12 @@ int hs_ring_port_inject(uint32_t port, const uint8_t *buf, uint32_t buf_len,
  */
 int hs_ring_port_drain(uint32_t port, uint8_t *buf, uint32_t buf_len,
 		       struct hs_pkt_meta *meta, uint32_t max);
+
+/**
+ * Tests only: fix the timestamp clock (and so the cookie tick) at @p ms; 0
+ * returns to the real clock. @return 0.
+ */
+int hs_clock_override(uint64_t ms);
 
 /** @return how many counters each stats row has. */
 uint32_t hs_counter_count(void);

@@ -50,13 +50,20 @@ int hs_abi_layout(char *buf, size_t len)
 	STRUCT(o_, 0, hs_vip_conf, F(ip) F(port) F(proto) F(reserved));
 	STRUCT(o_, 0, hs_config,
 	       F(n_ports) F(n_vips) F(n_workers) F(mbufs) F(mapping_capacity) F(hold_flows) F(hold_per_flow)
-		       F(hold_total) F(exc_ring_size) F(tx_ring_size) F(idle_sleep_us) F(idle_spins) F(ports)
+		       F(hold_total) F(exc_ring_size) F(tx_ring_size) F(idle_sleep_us) F(idle_spins) F(accept_capacity)
+			       F(accept_max_bytes) F(accept_timeout_ms) F(cookie_tick_s) F(rcv_wscale) F(reset_bad_ack)
+			       F(reserved) F(cookie_secret) F(ports)
 			       F(vips));
 	STRUCT(o_, 0, hs_host_conf, F(ip) F(port) F(nexthop_mac) F(inner_mac) F(reserved));
 	STRUCT(o_, 0, hs_mapping,
 	       F(client_ip) F(vip) F(client_port) F(vip_port) F(proto) F(state) F(host_id) F(flow_id)
 		       F(reserved) F(packets) F(bytes));
 	STRUCT(o_, 0, hs_pkt_meta, F(offset) F(len) F(port) F(reason) F(worker) F(reserved));
+	STRUCT(o_, 0, hs_conn_event,
+	       F(type) F(worker) F(port) F(conn_id) F(conn_gen) F(client_ip) F(vip) F(client_port) F(vip_port)
+		       F(iss) F(irs) F(snd_nxt) F(rcv_nxt) F(snd_wnd) F(rcv_wnd) F(ts_val) F(ts_ecr) F(data_seq)
+			       F(payload_off) F(payload_len) F(mss) F(snd_wscale) F(rcv_wscale) F(sack_ok) F(ts_ok)
+				       F(reserved));
 	STRUCT(o_, 0, hs_port_info, F(port_id) F(mac) F(ip) F(mtu) F(reserved));
 	put(&o, "}}");
 	if (buf && o.used >= len)

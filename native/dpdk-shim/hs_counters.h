@@ -23,7 +23,21 @@
 	X(CTL_TX, "control_tx")                                                \
 	X(FIN_RST, "fin_rst_seen")                                             \
 	X(COMMANDS, "commands")                                                \
-	X(IDLE_SLEEPS, "idle_sleeps")
+	X(IDLE_SLEEPS, "idle_sleeps")                                          \
+	X(SYN_RCVD, "syn_received")                                            \
+	X(SYNACK_SENT, "synack_sent")                                          \
+	X(ACCEPTED, "accepted")                                                \
+	X(CONN_DATA, "conn_data_segments")                                     \
+	X(CONN_BYTES, "conn_bytes")                                            \
+	X(CONN_RETRANS, "conn_retransmits")                                    \
+	X(CONN_OOO, "conn_out_of_order")                                       \
+	X(CONN_FIN, "conn_fins")                                               \
+	X(CONN_RESET_RCVD, "conn_resets_received")                             \
+	X(ACK_SENT, "acks_sent")                                               \
+	X(RST_SENT, "resets_sent")                                             \
+	X(EXC_CONN, "conn_events")                                             \
+	X(ACCEPT_TIMEOUTS, "accept_timeouts")                                  \
+	X(FROZEN, "handoffs_frozen")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \
@@ -57,7 +71,16 @@
 	X(EXC_RING_FULL, "exception_ring_full")                                \
 	X(TX_FULL, "tx_queue_full")                                            \
 	X(CTL_TX_FULL, "control_tx_ring_full")                                 \
-	X(CTL_TX_NOMBUF, "control_tx_no_mbuf")
+	X(CTL_TX_NOMBUF, "control_tx_no_mbuf")                                 \
+	X(BAD_COOKIE, "bad_cookie")                                            \
+	X(ACCEPT_FULL, "accept_table_full")                                    \
+	X(NO_CONN, "no_connection")                                            \
+	X(TCP_OPTS, "bad_tcp_options")                                         \
+	X(CONN_BAD_ACK, "conn_bad_ack")                                        \
+	X(CONN_SYN, "syn_on_connection")                                       \
+	X(RST_WINDOW, "rst_out_of_window")                                     \
+	X(NOMBUF, "no_mbuf")                                                   \
+	X(STALE_COMMAND, "stale_command")
 
 enum hs_counter {
 #define HS_X(id, name) HS_C_##id,

@@ -273,3 +273,15 @@ int hs_host_set(uint32_t id, const struct hs_host_conf *h)
 	}
 	return 0;
 }
+
+int hs_mapping_set_host(const struct hs_mapping *key, uint32_t host_id)
+{
+	struct hs_entry *e = NULL;
+	int rc = find(key, &e);
+	if (rc)
+		return rc;
+	if (host_id >= HS_MAX_HOSTS || !hs.hosts[host_id])
+		return hs_fail(-EINVAL, "host %u is not defined", host_id);
+	__atomic_store_n(&e->host_id, (uint16_t)host_id, __ATOMIC_RELEASE);
+	return 0;
+}

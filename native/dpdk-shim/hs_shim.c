@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_eth_ring.h>
@@ -55,6 +59,10 @@ static int check_config(const struct hs_config *c)
 		return hs_fail(-EINVAL, "exc_ring_size must be a power of two, got %u", c->exc_ring_size);
 	if (c->tx_ring_size && !is_pow2(c->tx_ring_size))
 		return hs_fail(-EINVAL, "tx_ring_size must be a power of two, got %u", c->tx_ring_size);
+	if (c->rcv_wscale > 14)
+		return hs_fail(-EINVAL, "rcv_wscale must be at most 14, got %u", c->rcv_wscale);
+	if (c->accept_max_bytes > (1u << 30))
+		return hs_fail(-EINVAL, "accept_max_bytes must be at most 2^30, got %u", c->accept_max_bytes);
 	for (uint32_t i = 0; i < c->n_ports; i++) {
 		const struct hs_port_conf *p = &c->ports[i];
 		if (!memchr(p->device, 0, sizeof(p->device)) || !p->device[0])
@@ -83,6 +91,11 @@ static void apply_defaults(struct hs_config *c)
 	DEF(exc_ring_size, 4096);
 	DEF(tx_ring_size, 4096);
 	DEF(idle_spins, 64);
+	DEF(accept_capacity, 65536);
+	DEF(accept_max_bytes, 65535);
+	DEF(accept_timeout_ms, 10000);
+	DEF(cookie_tick_s, 64);
+	DEF(rcv_wscale, 7);
 	for (uint32_t i = 0; i < c->n_ports; i++) {
 		DEF(ports[i].mtu, 1500);
 		DEF(ports[i].rx_desc, 1024);
@@ -211,6 +224,9 @@ static int workers_setup(void)
 			w->holds[b].next_free = b + 1 < flows ? b + 1 : HS_HOLD_NONE;
 		w->hold_free = 0;
 		w->held_max = total;
+		int rc = hs_accept_setup(w, RTE_MAX(hs.cfg.accept_capacity / hs.n_workers, 64u));
+		if (rc)
+			return rc;
 		lcore = rte_get_next_lcore(lcore, 1, 0);
 	}
 	return 0;
@@ -221,6 +237,7 @@ static void teardown(void)
 	if (hs.workers) {
 		for (uint32_t i = 0; i < hs.n_workers; i++) {
 			hs_hold_pool_free(&hs.workers[i]);
+			hs_accept_teardown(&hs.workers[i]);
 			rte_free(hs.workers[i].holds);
 			rte_ring_free(hs.workers[i].cmd);
 		}
@@ -238,6 +255,8 @@ static void teardown(void)
 		rte_ring_free(p->ctl_tx);
 	}
 	rte_ring_free(hs.exc);
+	if (hs.exc_efd > 0)
+		close(hs.exc_efd);
 	hs_mapping_teardown();
 	rte_free(hs.workers);
 	rte_free(hs.stats);
@@ -282,8 +301,24 @@ int hs_init(int argc, const char *const *argv, const struct hs_config *cfg)
 		hs.vips[i].port = rte_cpu_to_be_16(hs.cfg.vips[i].port);
 		hs.vips[i].proto = hs.cfg.vips[i].proto;
 	}
-	hs.pool = rte_pktmbuf_pool_create("hs_mbufs", hs.cfg.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-					  (int)rte_socket_id());
+	hs.tsc_per_ms = rte_get_tsc_hz() / 1000;
+	static const uint8_t zero16[16];
+	if (memcmp(hs.cfg.cookie_secret, zero16, 16) == 0 &&
+	    getrandom(hs.cfg.cookie_secret, 16, 0) != 16) {
+		rc = hs_fail(-EIO, "no randomness for the SYN cookie secret");
+		goto fail;
+	}
+	memcpy(hs.cookie.cur, hs.cfg.cookie_secret, 16);
+	memcpy(hs.cookie.prev, hs.cfg.cookie_secret, 16);
+	hs.exc_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (hs.exc_efd < 0) {
+		rc = hs_fail(-errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	/* Each mbuf's private area carries its connection event up to TypeScript. */
+	hs.pool = rte_pktmbuf_pool_create("hs_mbufs", hs.cfg.mbufs, 256,
+					  RTE_ALIGN(sizeof(struct hs_conn_event), RTE_MBUF_PRIV_ALIGN),
+					  RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	if (!hs.pool) {
 		rc = hs_fail(-ENOMEM, "mbuf pool of %u: %s (more memory: -m, or hugepages)", hs.cfg.mbufs,
 			     rte_strerror(rte_errno));
@@ -360,7 +395,7 @@ int hs_port_info(uint32_t port, struct hs_port_info *out)
 
 /* Copy mbufs out into a burst buffer of HS_PKT_MAX slots and free them. */
 static uint32_t copy_out(struct rte_mbuf **ms, uint32_t n, uint8_t *buf, struct hs_pkt_meta *meta,
-			 uint32_t first, int exc)
+			 struct hs_conn_event *events, uint32_t first, int exc)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		struct rte_mbuf *m = ms[i];
@@ -375,6 +410,12 @@ static uint32_t copy_out(struct rte_mbuf **ms, uint32_t n, uint8_t *buf, struct 
 			d->reason = (uint16_t)(m->hash.usr & 0xff);
 			d->port = (uint16_t)((m->hash.usr >> 8) & 0xff);
 			d->worker = (uint16_t)(m->hash.usr >> 16);
+			if (events) {
+				if (d->reason == HS_EXC_CONN)
+					memcpy(&events[first + i], rte_mbuf_to_priv(m), sizeof(*events));
+				else
+					memset(&events[first + i], 0, sizeof(*events));
+			}
 		}
 		d->reserved = 0;
 		rte_pktmbuf_free(m);
@@ -382,7 +423,8 @@ static uint32_t copy_out(struct rte_mbuf **ms, uint32_t n, uint8_t *buf, struct 
 	return n;
 }
 
-int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, uint32_t max)
+int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, struct hs_conn_event *events,
+		 uint32_t max)
 {
 	struct rte_mbuf *ms[HS_BURST];
 	uint32_t got = 0;
@@ -396,7 +438,7 @@ int hs_exc_burst(uint8_t *buf, uint32_t buf_len, struct hs_pkt_meta *meta, uint3
 		unsigned int n = rte_ring_sc_dequeue_burst(hs.exc, (void **)ms, RTE_MIN(max - got, (uint32_t)HS_BURST), NULL);
 		if (!n)
 			break;
-		got += copy_out(ms, n, buf, meta, got, 1);
+		got += copy_out(ms, n, buf, meta, events, got, 1);
 	}
 	return (int)got;
 }
@@ -500,7 +542,7 @@ int hs_ring_port_drain(uint32_t port, uint8_t *buf, uint32_t buf_len, struct hs_
 			if (!n)
 				break;
 			uint32_t first = got;
-			got += copy_out(ms, n, buf, meta, first, 0);
+			got += copy_out(ms, n, buf, meta, NULL, first, 0);
 			for (uint32_t i = first; i < got; i++) {
 				meta[i].port = (uint16_t)port;
 				meta[i].reason = 0;
@@ -535,4 +577,76 @@ int hs_stats_read(uint64_t *out, uint32_t n)
 		for (uint32_t c = 0; c < HS_COUNTER_MAX; c++)
 			out[r * HS_COUNTER_MAX + c] = __atomic_load_n(&hs.stats[r].c[c], __ATOMIC_RELAXED);
 	return (int)rows;
+}
+
+int hs_exc_wait(uint32_t timeout_ms)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (rte_ring_count(hs.exc))
+		return 1;
+	__atomic_store_n(&hs.exc_waiting, 1, __ATOMIC_SEQ_CST);
+	/* Re-check after announcing ourselves: a worker that enqueued in between saw no waiter. */
+	if (rte_ring_count(hs.exc)) {
+		__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
+		return 1;
+	}
+	struct pollfd pfd = { .fd = hs.exc_efd, .events = POLLIN };
+	int rc = poll(&pfd, 1, (int)timeout_ms);
+	__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
+	if (rc < 0)
+		return hs_fail(-errno, "poll: %s", strerror(errno));
+	uint64_t v;
+	(void)!read(hs.exc_efd, &v, sizeof(v));
+	return rte_ring_count(hs.exc) ? 1 : 0;
+}
+
+int hs_exc_wake(void)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	uint64_t one = 1;
+	(void)!write(hs.exc_efd, &one, sizeof(one));
+	return 0;
+}
+
+static int conn_command(uint32_t op, uint32_t worker, uint32_t conn_id, uint32_t gen)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (worker >= hs.n_workers)
+		return hs_fail(-EINVAL, "worker %u out of range (%u workers)", worker, hs.n_workers);
+	struct hs_cmd c = { .op = op, .idx = conn_id, .gen = gen };
+	if (rte_ring_sp_enqueue_elem(hs.workers[worker].cmd, &c, sizeof(c)) != 0)
+		return hs_fail(-EAGAIN, "worker %u command ring is full", worker);
+	return 0;
+}
+
+int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
+{
+	return conn_command(HS_CMD_FREEZE, worker, conn_id, conn_gen);
+}
+
+int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
+{
+	return conn_command(HS_CMD_RESET, worker, conn_id, conn_gen);
+}
+
+int hs_cookie_rotate(const uint8_t secret[16])
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (!secret)
+		return hs_fail(-EINVAL, "secret: NULL");
+	/* Not atomic with respect to workers: a cookie checked during the copy
+	 * may fail once, and the client's retransmission succeeds. */
+	memcpy(hs.cookie.prev, hs.cookie.cur, 16);
+	memcpy(hs.cookie.cur, secret, 16);
+	return 0;
+}
+
+int hs_clock_override(uint64_t ms)
+{
+	hs.clock_override_ms = ms;
+	return 0;
 }

@@ -10,10 +10,13 @@
 #include <rte_ring.h>
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
+#include <rte_cycles.h>
 
 #include "handoff_shim.h"
 #include "hs_counters.h"
 #include "hs_encap.h"
+#include "hs_cookie.h"
+#include "hs_parse.h"
 
 #define HS_BURST 32
 #define HS_PREFETCH_AHEAD 3
@@ -43,7 +46,7 @@ struct hs_entry {
 	uint64_t bytes;
 };
 
-enum hs_cmd_op { HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2 };
+enum hs_cmd_op { HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2, HS_CMD_FREEZE = 3, HS_CMD_RESET = 4 };
 
 struct hs_cmd {
 	uint32_t op;
@@ -62,6 +65,34 @@ struct hs_hold {
 	struct rte_mbuf *pkts[HS_MAX_HOLD_PER_FLOW];
 };
 
+/* An accepted connection awaiting classification. Owned by one worker. */
+struct hs_conn {
+	struct hs_flow_key key;
+	uint32_t iss, irs, rcv_nxt;
+	uint32_t snd_wnd;       /* client's window, bytes */
+	uint32_t ts_recent;
+	uint32_t bytes;         /* payload taken so far */
+	uint32_t gen;
+	uint16_t mss;
+	uint16_t vlan_tci;
+	uint16_t port;
+	uint8_t snd_wscale, rcv_wscale;
+	uint8_t sack_ok, ts_ok, fin, used;
+	uint8_t peer_mac[6];
+	uint64_t created_tsc;
+};
+
+struct hs_accept {
+	struct rte_hash *h;
+	struct hs_conn *conns;
+	uint32_t cap;
+	uint32_t *free_idx;
+	uint32_t n_free;
+	uint32_t gen;
+	uint32_t scan;          /* timeout scan cursor */
+	uint64_t next_scan_tsc;
+};
+
 struct hs_worker {
 	uint16_t idx;
 	unsigned int lcore;
@@ -72,6 +103,7 @@ struct hs_worker {
 	uint32_t hold_free;        /* free list head */
 	uint32_t held;             /* packets held now */
 	uint32_t held_max;
+	struct hs_accept acc;
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
 } __rte_cache_aligned;
@@ -116,6 +148,12 @@ struct hs_shim {
 
 	struct hs_encap_tmpl *hosts[HS_MAX_HOSTS];
 	struct rte_ring *exc;
+	int exc_efd;            /* eventfd: wakes a parked hs_exc_wait */
+	volatile uint32_t exc_waiting;
+
+	struct hs_cookie_secrets cookie;
+	uint64_t tsc_per_ms;
+	uint64_t clock_override_ms; /* tests: a fixed timestamp clock */
 
 	uint32_t n_workers;
 	struct hs_worker *workers;
@@ -133,5 +171,22 @@ void hs_hold_pool_free(struct hs_worker *w);
 
 /* hs_worker.c */
 int hs_worker_main(void *arg);
+void hs_tx(struct hs_worker *w, uint16_t port, struct rte_mbuf *m);
+void hs_drop(struct hs_worker *w, struct rte_mbuf *m, int reason);
+void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason);
+
+/* hs_accept.c */
+int hs_accept_setup(struct hs_worker *w, uint32_t cap);
+void hs_accept_teardown(struct hs_worker *w);
+void hs_accept_segment(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p);
+void hs_accept_command(struct hs_worker *w, const struct hs_cmd *c);
+void hs_accept_scan(struct hs_worker *w, uint64_t now_tsc);
+
+static inline uint32_t hs_ts_now(void)
+{
+	if (unlikely(hs.clock_override_ms))
+		return (uint32_t)hs.clock_override_ms;
+	return (uint32_t)(rte_get_tsc_cycles() / hs.tsc_per_ms);
+}
 
 #endif

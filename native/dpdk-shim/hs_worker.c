@@ -14,17 +14,20 @@
 #include "hs_common.h"
 #include "hs_parse.h"
 #include "hs_state.h"
+#include <unistd.h>
 
 #define TCP_FIN 0x01
 #define TCP_RST 0x04
 
 static inline void count(struct hs_worker *w, int c) { w->stats->c[c]++; }
 
-static inline void drop(struct hs_worker *w, struct rte_mbuf *m, int reason)
+void hs_drop(struct hs_worker *w, struct rte_mbuf *m, int reason)
 {
 	w->stats->c[reason]++;
 	rte_pktmbuf_free(m);
 }
+
+#define drop hs_drop
 
 static void tx_flush(struct hs_worker *w, uint16_t port)
 {
@@ -45,7 +48,7 @@ static void tx_flush(struct hs_worker *w, uint16_t port)
 	w->txn[port] = 0;
 }
 
-static inline void tx_enqueue(struct hs_worker *w, uint16_t port, struct rte_mbuf *m)
+void hs_tx(struct hs_worker *w, uint16_t port, struct rte_mbuf *m)
 {
 	w->txb[port][w->txn[port]++] = m;
 	if (unlikely(w->txn[port] == HS_BURST))
@@ -81,7 +84,7 @@ static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf 
 	e->bytes += ip_len;
 	w->stats->c[HS_C_ENCAP_PACKETS]++;
 	w->stats->c[HS_C_ENCAP_BYTES] += m->pkt_len;
-	tx_enqueue(w, t->port, m);
+	hs_tx(w, t->port, m);
 }
 
 static void hold_free_bucket(struct hs_worker *w, struct hs_entry *e, uint32_t b)
@@ -176,12 +179,20 @@ static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, 
 	encap_send(w, e, m);
 }
 
-static void to_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason)
+void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason)
 {
 	m->hash.usr = (uint32_t)reason | (uint32_t)port << 8 | (uint32_t)w->idx << 16;
 	if (unlikely(rte_ring_mp_enqueue(hs.exc, m) != 0))
 		return drop(w, m, HS_D_EXC_RING_FULL);
-	count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : HS_C_EXC_LOCAL);
+	if (reason != HS_EXC_CONN)
+		count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : HS_C_EXC_LOCAL);
+	/* A syscall only when the control thread is parked in hs_exc_wait. */
+	if (unlikely(__atomic_load_n(&hs.exc_waiting, __ATOMIC_SEQ_CST)) &&
+	    __atomic_exchange_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST)) {
+		uint64_t one = 1;
+		/* Cannot fail on a valid eventfd short of overflow, which a read clears. */
+		(void)!write(hs.exc_efd, &one, sizeof(one));
+	}
 }
 
 /* The VIP service a packet is for: 1 served, 0 the address is a VIP but not
@@ -214,7 +225,7 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 	struct hs_flow_key keys[HS_BURST];
 	const void *kp[HS_BURST];
 	struct rte_mbuf *vm[HS_BURST];
-	uint8_t vflags[HS_BURST];
+	struct hs_parsed vp[HS_BURST];
 	void *data[HS_BURST];
 	uint16_t nv = 0;
 	const struct hs_port *port = &hs.ports[in];
@@ -256,7 +267,7 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 			}
 			hs_arp_make_reply(rte_pktmbuf_mtod(m, uint8_t *), &p, port->mac);
 			count(w, HS_C_ARP_REPLIES);
-			tx_enqueue(w, in, m);
+			hs_tx(w, in, m);
 			continue;
 		}
 		int svc = vip_match(p.dst_ip, p.proto, p.dst_port);
@@ -270,12 +281,12 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 			k->pad[0] = k->pad[1] = k->pad[2] = 0;
 			kp[nv] = k;
 			stash(m, p.l2_len, p.ip_len);
-			vflags[nv] = p.tcp_flags;
+			vp[nv] = p;
 			vm[nv++] = m;
 		} else if (svc == 0) {
 			drop(w, m, HS_D_VIP_NO_SERVICE);
 		} else if (p.dst_ip == port->ip) {
-			to_exception(w, m, in, HS_EXC_LOCAL);
+			hs_exception(w, m, in, HS_EXC_LOCAL);
 		} else {
 			drop(w, m, HS_D_NOT_OURS);
 		}
@@ -286,9 +297,11 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 	rte_hash_lookup_bulk_data(hs.map, kp, nv, &hits, data);
 	for (uint16_t j = 0; j < nv; j++) {
 		if (likely(hits & (1ULL << j)))
-			mapped(w, data[j], vm[j], vflags[j]);
+			mapped(w, data[j], vm[j], vp[j].tcp_flags);
+		else if (vp[j].proto == IPPROTO_TCP)
+			hs_accept_segment(w, in, vm[j], &vp[j]);
 		else
-			to_exception(w, vm[j], in, HS_EXC_MISS);
+			hs_exception(w, vm[j], in, HS_EXC_MISS);
 	}
 }
 
@@ -298,6 +311,10 @@ static unsigned int run_commands(struct hs_worker *w)
 	unsigned int n = rte_ring_sc_dequeue_burst_elem(w->cmd, cmds, sizeof(cmds[0]), HS_BURST, NULL);
 
 	for (unsigned int i = 0; i < n; i++) {
+		if (cmds[i].op == HS_CMD_FREEZE || cmds[i].op == HS_CMD_RESET) {
+			hs_accept_command(w, &cmds[i]);
+			continue;
+		}
 		struct hs_entry *e = &hs.entries[cmds[i].idx];
 		uint32_t ref = e->hold_ref;
 		if (!hold_mine(w, ref))
@@ -323,7 +340,7 @@ static unsigned int run_control_tx(struct hs_worker *w)
 	for (uint16_t p = 0; p < hs.n_ports; p++) {
 		unsigned int n = rte_ring_sc_dequeue_burst(hs.ports[p].ctl_tx, (void **)b, HS_BURST, NULL);
 		for (unsigned int i = 0; i < n; i++)
-			tx_enqueue(w, p, b[i]);
+			hs_tx(w, p, b[i]);
 		w->stats->c[HS_C_CTL_TX] += n;
 		total += n;
 	}
@@ -353,6 +370,7 @@ int hs_worker_main(void *arg)
 				work += n;
 			}
 		}
+		hs_accept_scan(w, rte_get_tsc_cycles());
 		for (uint16_t p = 0; p < hs.n_ports; p++)
 			tx_flush(w, p);
 		rte_rcu_qsbr_quiescent(hs.rcu, w->idx);

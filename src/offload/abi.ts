@@ -1,7 +1,7 @@
 import koffi, { type TypeObject } from 'koffi';
 
 /** Must equal HS_ABI_VERSION in native/dpdk-shim/handoff_shim.h. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 export const MAX_PORTS = 8;
 export const MAX_VIPS = 64;
 export const MAX_WORKERS = 16;
@@ -11,7 +11,9 @@ export const DEVICE_NAME_LEN = 64;
 
 export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3 } as const;
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
-export const ExceptionReason = { MISS: 1, LOCAL: 2 } as const;
+export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3 } as const;
+/** Connection event bits (enum hs_conn_event_type). */
+export const ConnEventType = { ACCEPTED: 1, DATA: 2, FIN: 4, RESET: 8, TIMEOUT: 16, FROZEN: 32 } as const;
 
 // Declarations mirror handoff_shim.h; test/offload-abi.test.ts checks every
 // size and offset against the shim's own hs_abi_layout().
@@ -47,6 +49,14 @@ export const Config = koffi.struct('hs_config', {
   tx_ring_size: 'uint32_t',
   idle_sleep_us: 'uint32_t',
   idle_spins: 'uint32_t',
+  accept_capacity: 'uint32_t',
+  accept_max_bytes: 'uint32_t',
+  accept_timeout_ms: 'uint32_t',
+  cookie_tick_s: 'uint32_t',
+  rcv_wscale: 'uint8_t',
+  reset_bad_ack: 'uint8_t',
+  reserved: koffi.array('uint8_t', 2, 'Array'),
+  cookie_secret: koffi.array('uint8_t', 16, 'Array'),
   ports: koffi.array(PortConf, MAX_PORTS),
   vips: koffi.array(VipConf, MAX_VIPS),
 });
@@ -82,6 +92,35 @@ export const PktMeta = koffi.struct('hs_pkt_meta', {
   reserved: 'uint32_t',
 });
 
+export const ConnEvent = koffi.struct('hs_conn_event', {
+  type: 'uint32_t',
+  worker: 'uint16_t',
+  port: 'uint16_t',
+  conn_id: 'uint32_t',
+  conn_gen: 'uint32_t',
+  client_ip: 'uint32_t',
+  vip: 'uint32_t',
+  client_port: 'uint16_t',
+  vip_port: 'uint16_t',
+  iss: 'uint32_t',
+  irs: 'uint32_t',
+  snd_nxt: 'uint32_t',
+  rcv_nxt: 'uint32_t',
+  snd_wnd: 'uint32_t',
+  rcv_wnd: 'uint32_t',
+  ts_val: 'uint32_t',
+  ts_ecr: 'uint32_t',
+  data_seq: 'uint32_t',
+  payload_off: 'uint16_t',
+  payload_len: 'uint16_t',
+  mss: 'uint16_t',
+  snd_wscale: 'uint8_t',
+  rcv_wscale: 'uint8_t',
+  sack_ok: 'uint8_t',
+  ts_ok: 'uint8_t',
+  reserved: 'uint16_t',
+});
+
 export const PortInfoStruct = koffi.struct('hs_port_info', {
   port_id: 'uint16_t',
   mac: koffi.array('uint8_t', 6, 'Array'),
@@ -98,6 +137,7 @@ export const abiStructs: Record<string, TypeObject> = {
   hs_host_conf: HostConf,
   hs_mapping: Mapping,
   hs_pkt_meta: PktMeta,
+  hs_conn_event: ConnEvent,
   hs_port_info: PortInfoStruct,
 };
 

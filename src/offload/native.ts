@@ -20,7 +20,14 @@ export interface NativeShim {
   hs_mapping_delete(key: object): number;
   hs_mapping_lookup(key: object, out: object): number;
   hs_mapping_count(): number;
-  hs_exc_burst(buf: Buffer, bufLen: number, meta: Buffer, max: number): number;
+  hs_exc_burst(buf: Buffer, bufLen: number, meta: Buffer, events: Buffer | null, max: number): number;
+  hs_exc_wait: ((timeoutMs: number) => number) & { async: (timeoutMs: number, cb: (err: unknown, rc: number) => void) => void };
+  hs_exc_wake(): number;
+  hs_conn_handoff(worker: number, connId: number, gen: number): number;
+  hs_conn_reset(worker: number, connId: number, gen: number): number;
+  hs_cookie_rotate(secret: Buffer): number;
+  hs_mapping_set_host(key: object, hostId: number): number;
+  hs_clock_override(ms: number): number;
   hs_tx_burst(buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
   hs_ring_port_inject(port: number, buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
   hs_ring_port_drain(port: number, buf: Buffer, bufLen: number, meta: Buffer, max: number): number;
@@ -46,7 +53,14 @@ const PROTOTYPES = [
   'int hs_mapping_lookup(const hs_mapping *key, _Out_ hs_mapping *out)',
   'int hs_mapping_count()',
   // Burst buffers are passed as raw pointers to their memory: no copies.
-  'int hs_exc_burst(void *buf, uint32_t buf_len, void *meta, uint32_t max)',
+  'int hs_exc_burst(void *buf, uint32_t buf_len, void *meta, void *events, uint32_t max)',
+  'int hs_exc_wait(uint32_t timeout_ms)',
+  'int hs_exc_wake()',
+  'int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
+  'int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
+  'int hs_cookie_rotate(const void *secret)',
+  'int hs_mapping_set_host(const hs_mapping *key, uint32_t host_id)',
+  'int hs_clock_override(uint64_t ms)',
   'int hs_tx_burst(const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
   'int hs_ring_port_inject(uint32_t port, const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
   'int hs_ring_port_drain(uint32_t port, void *buf, uint32_t buf_len, void *meta, uint32_t max)',

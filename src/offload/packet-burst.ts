@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import { PKT_MAX, PktMeta } from './abi';
+import { ConnEvent, PKT_MAX, PktMeta } from './abi';
 
 const META_SIZE = koffi.sizeof(PktMeta);
 // Field positions in 16- and 32-bit units, derived from the koffi layout.
@@ -8,6 +8,13 @@ const LEN = koffi.offsetof(PktMeta, 'len') / 2;
 const PORT = koffi.offsetof(PktMeta, 'port') / 2;
 const REASON = koffi.offsetof(PktMeta, 'reason') / 2;
 const WORKER = koffi.offsetof(PktMeta, 'worker') / 2;
+const EVENT_SIZE = koffi.sizeof(ConnEvent);
+/** Byte offsets of struct hs_conn_event fields, from the koffi layout. */
+export const EV = Object.fromEntries(
+  ['type', 'worker', 'port', 'conn_id', 'conn_gen', 'client_ip', 'vip', 'client_port', 'vip_port', 'iss', 'irs',
+    'snd_nxt', 'rcv_nxt', 'snd_wnd', 'rcv_wnd', 'ts_val', 'ts_ecr', 'data_seq', 'payload_off', 'payload_len', 'mss',
+    'snd_wscale', 'rcv_wscale', 'sack_ok', 'ts_ok'].map((f) => [f, koffi.offsetof(ConnEvent, f)]),
+) as Record<string, number>;
 
 /**
  * A reusable burst of frames shared with the shim: one PKT_MAX slot per frame
@@ -19,6 +26,8 @@ export class PacketBurst {
   readonly data: Buffer;
   /** hs_pkt_meta descriptors. */
   readonly meta: Buffer;
+  /** hs_conn_event per frame (exception bursts; zero for other exceptions). */
+  readonly events: Buffer;
   readonly capacity: number;
   /** Frames currently in the burst (set by the receiving call, or by add()). */
   count = 0;
@@ -32,6 +41,7 @@ export class PacketBurst {
     this.capacity = capacity;
     this.data = Buffer.alloc(capacity * PKT_MAX);
     this.meta = Buffer.alloc(capacity * META_SIZE);
+    this.events = Buffer.alloc(capacity * EVENT_SIZE);
     this.m16 = new Uint16Array(this.meta.buffer, this.meta.byteOffset, this.meta.length / 2);
     this.m32 = new Uint32Array(this.meta.buffer, this.meta.byteOffset, this.meta.length / 4);
   }
@@ -41,6 +51,17 @@ export class PacketBurst {
   port(i: number): number { return this.m16[i * (META_SIZE / 2) + PORT]; }
   reason(i: number): number { return this.m16[i * (META_SIZE / 2) + REASON]; }
   worker(i: number): number { return this.m16[i * (META_SIZE / 2) + WORKER]; }
+
+  /** Field of frame i's connection event: a u32 (u16/u8 fields by their width). */
+  ev32(i: number, field: string): number { return this.events.readUInt32LE(i * EVENT_SIZE + EV[field]); }
+  ev16(i: number, field: string): number { return this.events.readUInt16LE(i * EVENT_SIZE + EV[field]); }
+  ev8(i: number, field: string): number { return this.events[i * EVENT_SIZE + EV[field]]; }
+
+  /** Payload bytes of frame i's data event, as a view. */
+  payload(i: number): Buffer {
+    const off = this.offset(i) + this.ev16(i, 'payload_off');
+    return this.data.subarray(off, off + this.ev16(i, 'payload_len'));
+  }
 
   /** Frame i as a view into the burst memory (valid until the burst is reused). */
   frame(i: number): Buffer {

@@ -57,6 +57,20 @@ export interface ShimOptions {
   idleSleepUs?: number;
   /** Empty polls before sleeping. Default 64. */
   idleSpins?: number;
+  /** Accepted, unclassified connections held at once. Default 65536. */
+  acceptCapacity?: number;
+  /** Bytes taken per connection before its window closes. Default 65535. */
+  acceptMaxBytes?: number;
+  /** Unclassified connections are reset after this. Default 10000. */
+  acceptTimeoutMs?: number;
+  /** SYN cookie time step in seconds (a cookie is valid for two). Default 64. */
+  cookieTickS?: number;
+  /** Our window scale when the client offers one. Default 7. */
+  rcvWscale?: number;
+  /** Answer an ACK with a bad cookie with RST instead of dropping it. Default false. */
+  resetBadAck?: boolean;
+  /** 16-byte SYN cookie secret. Default: random. */
+  cookieSecret?: Buffer;
 }
 
 export interface HostOptions {
@@ -222,6 +236,18 @@ export class Shim {
       tx_ring_size: checkInt(op, 'txRingSize', o.txRingSize, 64, 1 << 20),
       idle_sleep_us: checkInt(op, 'idleSleepUs', o.idleSleepUs ?? 100, 0, 1_000_000),
       idle_spins: checkInt(op, 'idleSpins', o.idleSpins, 1, 1 << 30),
+      accept_capacity: checkInt(op, 'acceptCapacity', o.acceptCapacity, 64, 1 << 24),
+      accept_max_bytes: checkInt(op, 'acceptMaxBytes', o.acceptMaxBytes, 1024, 1 << 30),
+      accept_timeout_ms: checkInt(op, 'acceptTimeoutMs', o.acceptTimeoutMs, 10, 3_600_000),
+      cookie_tick_s: checkInt(op, 'cookieTickS', o.cookieTickS, 1, 3600),
+      rcv_wscale: checkInt(op, 'rcvWscale', o.rcvWscale, 0, 14),
+      reset_bad_ack: o.resetBadAck ? 1 : 0,
+      reserved: [0, 0],
+      cookie_secret: (() => {
+        if (o.cookieSecret === undefined) return Array(16).fill(0);
+        if (!Buffer.isBuffer(o.cookieSecret) || o.cookieSecret.length !== 16) throw invalid(op, 'cookieSecret must be a 16-byte Buffer');
+        return [...o.cookieSecret];
+      })(),
       ports: [...ports, ...Array(MAX_PORTS - ports.length).fill(emptyPort)],
       vips: [...vipStructs, ...Array(MAX_VIPS - vipStructs.length).fill(emptyVip)],
     };
@@ -363,12 +389,63 @@ export class Shim {
     return this.check('mappingCount', this.native.hs_mapping_count());
   }
 
-  /** Fill `burst` with waiting exception packets. @returns how many. */
+  /** Fill `burst` with waiting exception packets and their connection events. @returns how many. */
   exceptionBurst(burst: PacketBurst): number {
     this.requireRunning('exceptionBurst');
     burst.count = this.check('exceptionBurst',
-      this.native.hs_exc_burst(burst.data, burst.data.length, burst.meta, burst.capacity));
+      this.native.hs_exc_burst(burst.data, burst.data.length, burst.meta, burst.events, burst.capacity));
     return burst.count;
+  }
+
+  /**
+   * Resolve when exceptions are waiting (true) or after `timeoutMs` (false),
+   * without spinning: a thread-pool thread sleeps on the shim's eventfd.
+   */
+  waitExceptions(timeoutMs: number): Promise<boolean> {
+    this.requireRunning('waitExceptions');
+    return new Promise((resolve, reject) => {
+      this.native.hs_exc_wait.async(timeoutMs, (err, rc) => {
+        if (err) return reject(err);
+        if (rc < 0) return reject(ShimError.fromReturn('waitExceptions', rc, this.native.hs_last_error()));
+        resolve(rc === 1);
+      });
+    });
+  }
+
+  /** Wake a pending waitExceptions() at once (shutdown). */
+  wakeExceptions(): void {
+    if (this.started) this.native.hs_exc_wake();
+  }
+
+  /** Freeze an accepted connection for handoff; its worker answers with a FROZEN event. @throws ShimError EAGAIN */
+  handoffConnection(worker: number, connId: number, gen: number): void {
+    this.requireRunning('handoffConnection');
+    this.check('handoffConnection', this.native.hs_conn_handoff(worker, connId, gen));
+  }
+
+  /** Reset an accepted connection (RST to the client). @throws ShimError EAGAIN */
+  resetConnection(worker: number, connId: number, gen: number): void {
+    this.requireRunning('resetConnection');
+    this.check('resetConnection', this.native.hs_conn_reset(worker, connId, gen));
+  }
+
+  /** Replace the SYN cookie secret (the previous one stays valid for checks). */
+  rotateCookieSecret(secret: Buffer): void {
+    this.requireRunning('rotateCookieSecret');
+    if (!Buffer.isBuffer(secret) || secret.length !== 16) throw invalid('rotateCookieSecret', 'secret must be 16 bytes');
+    this.check('rotateCookieSecret', this.native.hs_cookie_rotate(secret));
+  }
+
+  /** Point a (PENDING) mapping at another host: failover. @throws ShimError ENOENT, EINVAL */
+  setMappingHost(key: FlowKey, hostId: number): void {
+    this.requireRunning('setMappingHost');
+    checkInt('setMappingHost', 'hostId', hostId, 0, MAX_HOSTS - 1);
+    this.check('setMappingHost', this.native.hs_mapping_set_host(keyStruct('setMappingHost', key), hostId));
+  }
+
+  /** Tests only: fix the shim's timestamp clock (ms); 0 restores the real clock. */
+  setClockForTests(ms: number): void {
+    this.native.hs_clock_override(ms);
   }
 
   /** Queue the burst's frames for transmission. @returns frames queued (the rest are counted drops). */

@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: MIT
+ * Stage 2e: accepting connections (design.md §3.1-2, claim steps C1-C3).
+ *
+ * A SYN to a VIP service is answered statelessly with a SYN cookie. A
+ * handshake ACK with a valid cookie creates an entry in this worker's bounded
+ * table; its data is ACKed in order and passed up with the connection's state
+ * as events. Each worker owns its table alone (packets of a flow stay on one
+ * queue), so there are no locks: the control thread reaches it only through
+ * the worker's command ring.
+ */
+#include <errno.h>
+#include <string.h>
+#include <rte_byteorder.h>
+#include <rte_hash_crc.h>
+#include <rte_malloc.h>
+
+#include "hs_common.h"
+#include "hs_state.h"
+#include "hs_tcp.h"
+
+static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+/* Sequence-space comparison (RFC 1982 style). */
+static inline int seq_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
+
+static inline uint32_t now_tick(void) { return hs_ts_now() / (hs.cfg.cookie_tick_s * 1000u); }
+
+int hs_accept_setup(struct hs_worker *w, uint32_t cap)
+{
+	char name[RTE_HASH_NAMESIZE];
+	snprintf(name, sizeof(name), "hs_acc%u", w->idx);
+	struct rte_hash_parameters hp = {
+		.name = name,
+		.entries = cap,
+		.key_len = sizeof(struct hs_flow_key),
+		.hash_func = rte_hash_crc,
+		.hash_func_init_val = 0x600d,
+		.socket_id = (int)rte_socket_id(),
+		.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE,
+	};
+	struct hs_accept *a = &w->acc;
+	a->h = rte_hash_create(&hp);
+	a->conns = rte_zmalloc("hs_conns", sizeof(struct hs_conn) * cap, RTE_CACHE_LINE_SIZE);
+	a->free_idx = rte_malloc("hs_conn_free", sizeof(uint32_t) * cap, 0);
+	if (!a->h || !a->conns || !a->free_idx)
+		return hs_fail(-ENOMEM, "worker %u: accept table of %u connections", w->idx, cap);
+	a->cap = cap;
+	for (uint32_t i = 0; i < cap; i++)
+		a->free_idx[i] = cap - 1 - i;
+	a->n_free = cap;
+	return 0;
+}
+
+void hs_accept_teardown(struct hs_worker *w)
+{
+	struct hs_accept *a = &w->acc;
+	if (a->h)
+		rte_hash_free(a->h);
+	rte_free(a->conns);
+	rte_free(a->free_idx);
+	memset(a, 0, sizeof(*a));
+}
+
+static uint32_t rcv_wnd(const struct hs_conn *c) { return hs.cfg.accept_max_bytes - c->bytes; }
+
+static uint16_t wnd_field(const struct hs_conn *c)
+{
+	uint32_t w = rcv_wnd(c) >> c->rcv_wscale;
+	return (uint16_t)(w > 0xffff ? 0xffff : w);
+}
+
+/* A segment from us to the connection's client. */
+static void conn_seg(const struct hs_conn *c, struct hs_tcp_seg *s, uint8_t flags)
+{
+	memset(s, 0, sizeof(*s));
+	memcpy(s->dst_mac, c->peer_mac, 6);
+	memcpy(s->src_mac, hs.ports[c->port].mac, 6);
+	s->vlan_tci = c->vlan_tci;
+	s->src_ip = c->key.vip;
+	s->dst_ip = c->key.client_ip;
+	s->src_port = c->key.vip_port;
+	s->dst_port = c->key.client_port;
+	s->seq = c->iss + 1;
+	s->ack = c->rcv_nxt;
+	s->flags = flags;
+	s->window = flags & HS_TCP_RST ? 0 : wnd_field(c);
+	s->wscale = -1;
+	s->ts_ok = c->ts_ok && !(flags & HS_TCP_RST);
+	s->tsval = hs_ts_now();
+	s->tsecr = c->ts_recent;
+}
+
+/* Build @p s into @p m (reused) or a fresh mbuf and send it on @p port. */
+static void send_seg(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_tcp_seg *s, int counter)
+{
+	if (!m && !(m = rte_pktmbuf_alloc(hs.pool))) {
+		w->stats->c[HS_D_NOMBUF]++;
+		return;
+	}
+	rte_pktmbuf_reset(m);
+	uint8_t *out = (uint8_t *)rte_pktmbuf_append(m, HS_TCP_SEG_MAX);
+	if (!out) {
+		hs_drop(w, m, HS_D_NOMBUF);
+		return;
+	}
+	uint32_t len = hs_tcp_build(out, s);
+	rte_pktmbuf_trim(m, (uint16_t)(HS_TCP_SEG_MAX - len));
+	w->stats->c[counter]++;
+	hs_tx(w, port, m);
+}
+
+static void fill_event(struct hs_conn_event *ev, const struct hs_worker *w, const struct hs_conn *c, uint32_t type)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->worker = w->idx;
+	ev->port = c->port;
+	ev->conn_id = (uint32_t)(c - w->acc.conns);
+	ev->conn_gen = c->gen;
+	ev->client_ip = rte_be_to_cpu_32(c->key.client_ip);
+	ev->vip = rte_be_to_cpu_32(c->key.vip);
+	ev->client_port = rte_be_to_cpu_16(c->key.client_port);
+	ev->vip_port = rte_be_to_cpu_16(c->key.vip_port);
+	ev->iss = c->iss;
+	ev->irs = c->irs;
+	ev->snd_nxt = c->iss + 1;
+	ev->rcv_nxt = c->rcv_nxt;
+	ev->snd_wnd = c->snd_wnd;
+	ev->rcv_wnd = rcv_wnd(c);
+	ev->ts_val = hs_ts_now();
+	ev->ts_ecr = c->ts_recent;
+	ev->data_seq = c->rcv_nxt;
+	ev->mss = c->mss;
+	ev->snd_wscale = c->snd_wscale;
+	ev->rcv_wscale = c->rcv_wscale;
+	ev->sack_ok = c->sack_ok;
+	ev->ts_ok = c->ts_ok;
+}
+
+/* An event with no frame of its own (timeout, frozen). */
+static void emit_bare(struct hs_worker *w, const struct hs_conn *c, uint32_t type)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(hs.pool);
+	if (!m) {
+		w->stats->c[HS_D_NOMBUF]++;
+		return;
+	}
+	fill_event(rte_mbuf_to_priv(m), w, c, type);
+	w->stats->c[HS_C_EXC_CONN]++;
+	hs_exception(w, m, c->port, HS_EXC_CONN);
+}
+
+static void forget(struct hs_worker *w, struct hs_conn *c)
+{
+	rte_hash_del_key(w->acc.h, &c->key);
+	c->used = 0;
+	w->acc.free_idx[w->acc.n_free++] = (uint32_t)(c - w->acc.conns);
+}
+
+static void syn(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p, uint32_t seq,
+		const struct hs_tcp_opts *o)
+{
+	const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+	uint32_t clamp = hs.ports[port].mtu - 40u - HS_ENCAP_OVERHEAD;
+	uint32_t client_mss = o->mss ? o->mss : 536;
+	uint32_t idx = hs_cookie_mss_index(RTE_MIN(client_mss, clamp));
+	uint32_t now = hs_ts_now();
+	struct hs_tcp_seg s;
+
+	w->stats->c[HS_C_SYN_RCVD]++;
+	memset(&s, 0, sizeof(s));
+	memcpy(s.dst_mac, f + 6, 6);
+	memcpy(s.src_mac, hs.ports[port].mac, 6);
+	s.vlan_tci = p->vlan_tci;
+	s.src_ip = p->dst_ip;
+	s.dst_ip = p->src_ip;
+	s.src_port = p->dst_port;
+	s.dst_port = p->src_port;
+	s.seq = hs_cookie_make(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq,
+			       now / (hs.cfg.cookie_tick_s * 1000u), idx);
+	s.ack = seq + 1;
+	s.flags = HS_TCP_SYN | HS_TCP_ACK;
+	s.window = (uint16_t)RTE_MIN(hs.cfg.accept_max_bytes, 65535u);
+	s.mss = hs_cookie_msstab[idx];
+	/* As Linux: without timestamps there is nowhere to keep the client's
+	 * window scale and SACK choice, so neither is offered. */
+	s.ts_ok = o->ts_ok;
+	s.wscale = o->ts_ok && o->wscale_ok ? hs.cfg.rcv_wscale : -1;
+	s.sack_ok = o->ts_ok && o->sack_ok;
+	s.tsval = hs_cookie_ts_encode(now, o->wscale_ok, o->wscale, o->sack_ok);
+	s.tsecr = o->tsval;
+	send_seg(w, port, m, &s, HS_C_SYNACK_SENT);
+}
+
+static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p,
+				  const struct hs_flow_key *k, uint32_t seq, uint32_t ack, const struct hs_tcp_opts *o)
+{
+	struct hs_accept *a = &w->acc;
+	uint32_t idx;
+
+	if (hs_cookie_check(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq - 1, ack - 1, now_tick(),
+			    &idx) < 0) {
+		if (hs.cfg.reset_bad_ack) {
+			/* RFC 793: a reset for an unacceptable ACK takes its sequence from SEG.ACK. */
+			const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+			struct hs_tcp_seg s;
+			memset(&s, 0, sizeof(s));
+			memcpy(s.dst_mac, f + 6, 6);
+			memcpy(s.src_mac, hs.ports[port].mac, 6);
+			s.vlan_tci = p->vlan_tci;
+			s.src_ip = p->dst_ip; s.dst_ip = p->src_ip;
+			s.src_port = p->dst_port; s.dst_port = p->src_port;
+			s.seq = ack; s.flags = HS_TCP_RST; s.wscale = -1;
+			w->stats->c[HS_D_BAD_COOKIE]++;
+			send_seg(w, port, m, &s, HS_C_RST_SENT);
+			return NULL;
+		}
+		hs_drop(w, m, HS_D_BAD_COOKIE);
+		return NULL;
+	}
+	if (unlikely(a->n_free == 0)) {
+		/* The client retransmits; its cookie stays valid for a while. */
+		hs_drop(w, m, HS_D_ACCEPT_FULL);
+		return NULL;
+	}
+	struct hs_conn *c = &a->conns[a->free_idx[a->n_free - 1]];
+	memset(c, 0, sizeof(*c));
+	c->key = *k;
+	c->iss = ack - 1;
+	c->irs = seq - 1;
+	c->rcv_nxt = seq;
+	c->mss = hs_cookie_msstab[idx];
+	c->port = port;
+	c->vlan_tci = p->vlan_tci;
+	memcpy(c->peer_mac, rte_pktmbuf_mtod(m, const uint8_t *) + 6, 6);
+	c->created_tsc = rte_get_tsc_cycles();
+	c->gen = ++a->gen;
+	if (o->ts_ok) {
+		int wok, sok;
+		uint8_t ws;
+		hs_cookie_ts_decode(o->tsecr, &wok, &ws, &sok);
+		c->ts_ok = 1;
+		c->ts_recent = o->tsval;
+		c->sack_ok = (uint8_t)sok;
+		c->snd_wscale = wok ? ws : 0;
+		c->rcv_wscale = wok ? hs.cfg.rcv_wscale : 0;
+	}
+	if (rte_hash_add_key_data(a->h, &c->key, c) < 0) {
+		hs_drop(w, m, HS_D_ACCEPT_FULL);
+		return NULL;
+	}
+	a->n_free--;
+	c->used = 1;
+	w->stats->c[HS_C_ACCEPTED]++;
+	return c;
+}
+
+static void conn_segment(struct hs_worker *w, struct hs_conn *c, struct rte_mbuf *m, const struct hs_parsed *p,
+			 uint32_t ev, uint32_t seq, uint32_t ack, uint16_t win, const struct hs_tcp_opts *o)
+{
+	const uint8_t *tcp = rte_pktmbuf_mtod(m, const uint8_t *) + p->l2_len + p->l3_len;
+	uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4;
+	uint32_t plen = p->ip_len - p->l3_len - doff;
+	uint32_t poff = p->l2_len + p->l3_len + doff;
+	uint8_t fl = p->tcp_flags;
+	uint32_t take = 0, trim = 0;
+	int need_ack = 0;
+
+	if (fl & HS_TCP_RST) {
+		/* Only a reset inside the window counts (RFC 5961 §3, without the challenge ACK). */
+		if (seq - c->rcv_nxt > rcv_wnd(c))
+			return hs_drop(w, m, HS_D_RST_WINDOW);
+		w->stats->c[HS_C_CONN_RESET_RCVD]++;
+		fill_event(rte_mbuf_to_priv(m), w, c, ev | HS_EV_RESET);
+		forget(w, c);
+		w->stats->c[HS_C_EXC_CONN]++;
+		return hs_exception(w, m, c->port, HS_EXC_CONN);
+	}
+	if (fl & HS_TCP_SYN)
+		return hs_drop(w, m, HS_D_CONN_SYN);
+	if (!(fl & HS_TCP_ACK) || ack != c->iss + 1)
+		return hs_drop(w, m, HS_D_CONN_BAD_ACK);
+	c->snd_wnd = (uint32_t)win << c->snd_wscale;
+	if (c->ts_ok && o->ts_ok && !seq_after(seq, c->rcv_nxt))
+		c->ts_recent = o->tsval;
+	if (plen) {
+		need_ack = 1;
+		if (seq_after(seq, c->rcv_nxt)) {
+			w->stats->c[HS_C_CONN_OOO]++; /* dropped: the duplicate ACK asks again */
+		} else if (!seq_after(seq + plen, c->rcv_nxt)) {
+			w->stats->c[HS_C_CONN_RETRANS]++;
+		} else {
+			trim = c->rcv_nxt - seq;
+			take = RTE_MIN(plen - trim, rcv_wnd(c));
+			c->rcv_nxt += take;
+			c->bytes += take;
+			if (take) {
+				ev |= HS_EV_DATA;
+				w->stats->c[HS_C_CONN_DATA]++;
+				w->stats->c[HS_C_CONN_BYTES] += take;
+			}
+		}
+	}
+	if ((fl & HS_TCP_FIN) && !c->fin) {
+		need_ack = 1;
+		if (seq + plen == c->rcv_nxt) {
+			c->rcv_nxt++;
+			c->fin = 1;
+			ev |= HS_EV_FIN;
+			w->stats->c[HS_C_CONN_FIN]++;
+		}
+	}
+	if (need_ack) {
+		struct hs_tcp_seg s;
+		conn_seg(c, &s, HS_TCP_ACK);
+		send_seg(w, c->port, NULL, &s, HS_C_ACK_SENT);
+	}
+	if (!ev) {
+		rte_pktmbuf_free(m); /* a pure ACK or a repeat: consumed, nothing to pass up */
+		return;
+	}
+	struct hs_conn_event *e = rte_mbuf_to_priv(m);
+	fill_event(e, w, c, ev);
+	e->data_seq = seq + trim;
+	e->payload_off = (uint16_t)(poff + trim);
+	e->payload_len = (uint16_t)take;
+	w->stats->c[HS_C_EXC_CONN]++;
+	hs_exception(w, m, c->port, HS_EXC_CONN);
+}
+
+void hs_accept_segment(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p)
+{
+	const uint8_t *tcp = rte_pktmbuf_mtod(m, const uint8_t *) + p->l2_len + p->l3_len;
+	uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4;
+	uint32_t seq = rd32(tcp + 4), ack = rd32(tcp + 8);
+	struct hs_tcp_opts o;
+
+	if (hs_tcp_parse_options(tcp + 20, doff - 20, &o) < 0)
+		return hs_drop(w, m, HS_D_TCP_OPTS);
+	if ((p->tcp_flags & (HS_TCP_SYN | HS_TCP_ACK | HS_TCP_RST)) == HS_TCP_SYN)
+		return syn(w, port, m, p, seq, &o);
+
+	struct hs_flow_key k = {
+		.client_ip = p->src_ip, .vip = p->dst_ip, .client_port = p->src_port, .vip_port = p->dst_port,
+		.proto = p->proto,
+	};
+	void *data;
+	struct hs_conn *c;
+	uint32_t ev = 0;
+	if (rte_hash_lookup_data(w->acc.h, &k, &data) >= 0) {
+		c = data;
+	} else {
+		if ((p->tcp_flags & (HS_TCP_RST | HS_TCP_SYN)) || !(p->tcp_flags & HS_TCP_ACK))
+			return hs_drop(w, m, HS_D_NO_CONN);
+		c = accept_ack(w, port, m, p, &k, seq, ack, &o);
+		if (!c)
+			return;
+		ev = HS_EV_ACCEPTED;
+	}
+	conn_segment(w, c, m, p, ev, seq, ack, rd16(tcp + 14), &o);
+}
+
+void hs_accept_command(struct hs_worker *w, const struct hs_cmd *cmd)
+{
+	struct hs_accept *a = &w->acc;
+	if (cmd->idx >= a->cap || !a->conns[cmd->idx].used || a->conns[cmd->idx].gen != cmd->gen) {
+		w->stats->c[HS_D_STALE_COMMAND]++;
+		return;
+	}
+	struct hs_conn *c = &a->conns[cmd->idx];
+	if (cmd->op == HS_CMD_FREEZE) {
+		emit_bare(w, c, HS_EV_FROZEN);
+		w->stats->c[HS_C_FROZEN]++;
+	} else {
+		struct hs_tcp_seg s;
+		conn_seg(c, &s, HS_TCP_RST | HS_TCP_ACK);
+		send_seg(w, c->port, NULL, &s, HS_C_RST_SENT);
+	}
+	forget(w, c);
+}
+
+void hs_accept_scan(struct hs_worker *w, uint64_t now)
+{
+	struct hs_accept *a = &w->acc;
+	if (now < a->next_scan_tsc || a->n_free == a->cap)
+		return;
+	a->next_scan_tsc = now + hs.tsc_per_ms * 10;
+	uint64_t limit = (uint64_t)hs.cfg.accept_timeout_ms * hs.tsc_per_ms;
+	for (uint32_t n = 0; n < 1024 && n < a->cap; n++) {
+		struct hs_conn *c = &a->conns[a->scan];
+		a->scan = a->scan + 1 < a->cap ? a->scan + 1 : 0;
+		if (!c->used || now - c->created_tsc < limit)
+			continue;
+		struct hs_tcp_seg s;
+		conn_seg(c, &s, HS_TCP_RST | HS_TCP_ACK);
+		send_seg(w, c->port, NULL, &s, HS_C_RST_SENT);
+		emit_bare(w, c, HS_EV_TIMEOUT);
+		w->stats->c[HS_C_ACCEPT_TIMEOUTS]++;
+		forget(w, c);
+	}
+}
