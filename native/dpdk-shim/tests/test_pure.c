@@ -11,6 +11,9 @@
 #include "hs_counters.h"
 #include "hs_encap.h"
 #include "hs_parse.h"
+#include "hs_siphash.h"
+#include "hs_cookie.h"
+#include "hs_tcp.h"
 
 static int n_test, n_fail;
 
@@ -193,6 +196,97 @@ static void test_encap(void)
 	CHECK(in_range, "source ports in 49152-65535");
 }
 
+static void test_siphash(void)
+{
+	/* Reference vector from the SipHash paper: key 00..0f, message 00..0e. */
+	uint64_t key[2];
+	uint8_t k[16], msg[15];
+	for (int i = 0; i < 16; i++) k[i] = (uint8_t)i;
+	for (int i = 0; i < 15; i++) msg[i] = (uint8_t)i;
+	memcpy(key, k, 16);
+	CHECK(hs_siphash(key, msg, 15) == 0xa129ca6149be45e5ULL, "SipHash-2-4 reference vector");
+	uint8_t empty = 0;
+	CHECK(hs_siphash(key, &empty, 0) == 0x726fdb47dd0e0e31ULL, "SipHash-2-4 of the empty message");
+}
+
+static void test_cookie(void)
+{
+	struct hs_cookie_secrets s = { { 1, 2 }, { 3, 4 } };
+	uint32_t sa = htonl(0x0a000001), da = htonl(0x0a000064);
+	uint16_t sp = htons(40000), dp = htons(80);
+	uint32_t idx = 99;
+	uint32_t c = hs_cookie_make(&s, sa, da, sp, dp, 1000, 500, 5);
+	CHECK((c >> 27) == (500 & 31) && ((c >> 24) & 7) == 5, "cookie layout: tick and MSS index");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1000, c, 500, &idx) == 0 && idx == 5, "valid in its tick");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1000, c, 501, &idx) == 0, "valid in the next tick");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1000, c, 502, &idx) < 0, "expired two ticks later");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1001, c, 500, &idx) < 0, "bound to the client's ISN");
+	CHECK(hs_cookie_check(&s, sa, da, htons(40001), dp, 1000, c, 500, &idx) < 0, "bound to the 4-tuple");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1000, c ^ 1, 500, &idx) < 0, "a flipped bit is refused");
+	CHECK(hs_cookie_check(&s, sa, da, sp, dp, 1000, c ^ (1u << 24), 500, &idx) < 0, "a forged MSS index is refused");
+	struct hs_cookie_secrets r = { { 7, 8 }, { 1, 2 } }; /* rotated: the old secret is now previous */
+	CHECK(hs_cookie_check(&r, sa, da, sp, dp, 1000, c, 500, &idx) == 0, "valid after one rotation");
+	struct hs_cookie_secrets r2 = { { 9, 9 }, { 7, 8 } };
+	CHECK(hs_cookie_check(&r2, sa, da, sp, dp, 1000, c, 500, &idx) < 0, "refused after two rotations");
+	int forged = 0;
+	for (uint32_t guess = 0; guess < 100000; guess++)
+		if (hs_cookie_check(&s, sa, da, sp, dp, 1000, (500u & 31) << 27 | guess, 500, &idx) == 0)
+			forged++;
+	CHECK(forged <= 1, "100000 guesses forge at most one cookie (%d)", forged);
+	CHECK(hs_cookie_mss_index(1460) == 6 && hs_cookie_mss_index(1410) == 5 && hs_cookie_mss_index(100) == 0,
+	      "MSS table index rounds down");
+	uint32_t ts = hs_cookie_ts_encode(123456, 1, 9, 1);
+	int wok, sok;
+	uint8_t ws;
+	hs_cookie_ts_decode(ts, &wok, &ws, &sok);
+	CHECK(ts <= 123456 && wok && ws == 9 && sok, "timestamp carries wscale 9 and SACK");
+	hs_cookie_ts_decode(hs_cookie_ts_encode(123456, 0, 0, 0), &wok, &ws, &sok);
+	CHECK(!wok && !sok, "timestamp carries no wscale, no SACK");
+}
+
+static void test_tcp(void)
+{
+	struct hs_tcp_opts o;
+	const uint8_t linux_syn[] = { 2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7 };
+	CHECK(hs_tcp_parse_options(linux_syn, sizeof(linux_syn), &o) == 0 && o.mss == 1460 && o.sack_ok && o.ts_ok &&
+	      o.tsval == 256 && o.wscale_ok && o.wscale == 7, "Linux SYN options");
+	const uint8_t big_ws[] = { 3, 3, 20 };
+	CHECK(hs_tcp_parse_options(big_ws, 3, &o) == 0 && o.wscale == 14, "window scale capped at 14");
+	const uint8_t bad_len[] = { 2, 4, 5 };
+	CHECK(hs_tcp_parse_options(bad_len, 3, &o) < 0, "option running past the end");
+	const uint8_t zero_len[] = { 8, 0, 0, 0 };
+	CHECK(hs_tcp_parse_options(zero_len, 4, &o) < 0, "option length 0");
+	const uint8_t bad_mss[] = { 2, 3, 5 };
+	CHECK(hs_tcp_parse_options(bad_mss, 3, &o) < 0, "MSS with the wrong length");
+	const uint8_t eol[] = { 0, 0xff, 0xff };
+	CHECK(hs_tcp_parse_options(eol, 3, &o) == 0 && o.mss == 0, "end-of-options stops parsing");
+
+	struct hs_tcp_seg s;
+	memset(&s, 0, sizeof(s));
+	memcpy(s.dst_mac, mac_a, 6);
+	memcpy(s.src_mac, mac_b, 6);
+	s.src_ip = htonl(0x0a000064); s.dst_ip = htonl(0x0a000001);
+	s.src_port = htons(80); s.dst_port = htons(40000);
+	s.seq = 0xdeadbeef; s.ack = 1001; s.flags = HS_TCP_SYN | HS_TCP_ACK; s.window = 65535;
+	s.mss = 1410; s.wscale = 7; s.sack_ok = 1; s.ts_ok = 1; s.tsval = 5; s.tsecr = 6;
+	uint8_t f[HS_TCP_SEG_MAX];
+	uint32_t len = hs_tcp_build(f, &s);
+	struct hs_parsed p;
+	CHECK(len == 14 + 20 + 40 && hs_parse_frame(f, len, 1, &p) == HS_PKT_IPV4, "SYN-ACK parses (%u bytes)", len);
+	uint8_t *tcp = f + 34;
+	uint32_t sum = __rte_raw_cksum(f + 26, 8, 0);
+	uint16_t pl[2] = { htons(6), htons(40) };
+	sum = __rte_raw_cksum(pl, 4, sum);
+	sum = __rte_raw_cksum(tcp, 40, sum);
+	CHECK(__rte_raw_cksum_reduce(sum) == 0xffff, "TCP checksum valid");
+	CHECK(hs_tcp_parse_options(tcp + 20, 20, &o) == 0 && o.mss == 1410 && o.wscale == 7 && o.sack_ok && o.ts_ok &&
+	      o.tsval == 5 && o.tsecr == 6, "built options read back");
+	s.vlan_tci = 42; s.mss = 0; s.wscale = -1; s.sack_ok = 0; s.flags = HS_TCP_RST; s.ts_ok = 0;
+	len = hs_tcp_build(f, &s);
+	CHECK(len == 18 + 40 && hs_parse_frame(f, len, 1, &p) == HS_PKT_IPV4 && p.vlan_tci == 42 && p.tcp_flags == HS_TCP_RST,
+	      "tagged RST without options");
+}
+
 int main(void)
 {
 	printf("TAP version 13\n");
@@ -200,6 +294,9 @@ int main(void)
 	test_parse_bad();
 	test_arp();
 	test_encap();
+	test_siphash();
+	test_cookie();
+	test_tcp();
 	printf("1..%d\n", n_test);
 	return n_fail ? 1 : 0;
 }
