@@ -166,6 +166,19 @@ struct hs_conn_event {
 	uint16_t reserved;
 };
 
+/**
+ * Fault injection on the blob path (tests): applied to frames the control
+ * thread transmits and to frames for the balancer's own address. Rates in
+ * parts per thousand.
+ */
+struct hs_fault {
+	uint16_t drop_pm;
+	uint16_t corrupt_pm;   /**< flip one random bit past the Ethernet header */
+	uint16_t duplicate_pm;
+	uint16_t reorder_pm;   /**< hold a frame back behind the next one */
+	uint32_t seed;         /**< 0: keep the current random state */
+};
+
 struct hs_port_info {
 	uint16_t port_id; /**< DPDK port id */
 	uint8_t mac[6];
@@ -319,6 +332,12 @@ int hs_ring_port_inject(uint32_t port, const uint8_t *buf, uint32_t buf_len,
  */
 int hs_ring_port_drain(uint32_t port, uint8_t *buf, uint32_t buf_len,
 		       struct hs_pkt_meta *meta, uint32_t max);
+
+/**
+ * Set fault injection (all zero: off).
+ * @return 0, -ENOTCONN, -EINVAL (a rate above 1000).
+ */
+int hs_fault_set(const struct hs_fault *f);
 
 /**
  * Tests only: fix the timestamp clock (and so the cookie tick) at @p ms; 0

@@ -37,7 +37,10 @@
 	X(RST_SENT, "resets_sent")                                             \
 	X(EXC_CONN, "conn_events")                                             \
 	X(ACCEPT_TIMEOUTS, "accept_timeouts")                                  \
-	X(FROZEN, "handoffs_frozen")
+	X(FROZEN, "handoffs_frozen")                                           \
+	X(FAULT_CORRUPTED, "fault_corrupted")                                  \
+	X(FAULT_DUPLICATED, "fault_duplicated")                                \
+	X(FAULT_REORDERED, "fault_reordered")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \
@@ -80,7 +83,8 @@
 	X(CONN_SYN, "syn_on_connection")                                       \
 	X(RST_WINDOW, "rst_out_of_window")                                     \
 	X(NOMBUF, "no_mbuf")                                                   \
-	X(STALE_COMMAND, "stale_command")
+	X(STALE_COMMAND, "stale_command")                                      \
+	X(FAULT_DROPPED, "fault_injected")
 
 enum hs_counter {
 #define HS_X(id, name) HS_C_##id,

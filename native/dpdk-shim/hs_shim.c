@@ -224,6 +224,7 @@ static int workers_setup(void)
 			w->holds[b].next_free = b + 1 < flows ? b + 1 : HS_HOLD_NONE;
 		w->hold_free = 0;
 		w->held_max = total;
+		w->rng = 0x853c49e6748fea9bULL + i;
 		int rc = hs_accept_setup(w, RTE_MAX(hs.cfg.accept_capacity / hs.n_workers, 64u));
 		if (rc)
 			return rc;

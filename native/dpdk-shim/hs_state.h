@@ -104,6 +104,8 @@ struct hs_worker {
 	uint32_t held;             /* packets held now */
 	uint32_t held_max;
 	struct hs_accept acc;
+	uint64_t rng;               /* fault injection random state */
+	struct rte_mbuf *reorder_held;
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
 } __rte_cache_aligned;
@@ -151,6 +153,7 @@ struct hs_shim {
 	int exc_efd;            /* eventfd: wakes a parked hs_exc_wait */
 	volatile uint32_t exc_waiting;
 
+	struct hs_fault fault;
 	struct hs_cookie_secrets cookie;
 	uint64_t tsc_per_ms;
 	uint64_t clock_override_ms; /* tests: a fixed timestamp clock */
@@ -174,6 +177,9 @@ int hs_worker_main(void *arg);
 void hs_tx(struct hs_worker *w, uint16_t port, struct rte_mbuf *m);
 void hs_drop(struct hs_worker *w, struct rte_mbuf *m, int reason);
 void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason);
+
+/* hs_fault.c: returns how many of *m (0, 1 or 2 with a duplicate in out2) go on. */
+int hs_fault_apply(struct hs_worker *w, struct rte_mbuf **m, struct rte_mbuf **out2);
 
 /* hs_accept.c */
 int hs_accept_setup(struct hs_worker *w, uint32_t cap);

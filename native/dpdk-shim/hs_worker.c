@@ -286,7 +286,12 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 		} else if (svc == 0) {
 			drop(w, m, HS_D_VIP_NO_SERVICE);
 		} else if (p.dst_ip == port->ip) {
-			hs_exception(w, m, in, HS_EXC_LOCAL);
+			struct rte_mbuf *m2;
+			int k = hs_fault_apply(w, &m, &m2);
+			if (k >= 1)
+				hs_exception(w, m, in, HS_EXC_LOCAL);
+			if (k == 2)
+				hs_exception(w, m2, in, HS_EXC_LOCAL);
 		} else {
 			drop(w, m, HS_D_NOT_OURS);
 		}
@@ -339,8 +344,14 @@ static unsigned int run_control_tx(struct hs_worker *w)
 
 	for (uint16_t p = 0; p < hs.n_ports; p++) {
 		unsigned int n = rte_ring_sc_dequeue_burst(hs.ports[p].ctl_tx, (void **)b, HS_BURST, NULL);
-		for (unsigned int i = 0; i < n; i++)
-			hs_tx(w, p, b[i]);
+		for (unsigned int i = 0; i < n; i++) {
+			struct rte_mbuf *m = b[i], *m2;
+			int k = hs_fault_apply(w, &m, &m2);
+			if (k >= 1)
+				hs_tx(w, p, m);
+			if (k == 2)
+				hs_tx(w, p, m2);
+		}
 		w->stats->c[HS_C_CTL_TX] += n;
 		total += n;
 	}
@@ -382,6 +393,8 @@ int hs_worker_main(void *arg)
 			count(w, HS_C_IDLE_SLEEPS);
 		}
 	}
+	if (w->reorder_held)
+		rte_pktmbuf_free(w->reorder_held);
 	rte_rcu_qsbr_thread_offline(hs.rcu, w->idx);
 	rte_rcu_qsbr_thread_unregister(hs.rcu, w->idx);
 	return 0;

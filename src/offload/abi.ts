@@ -121,6 +121,14 @@ export const ConnEvent = koffi.struct('hs_conn_event', {
   reserved: 'uint16_t',
 });
 
+export const Fault = koffi.struct('hs_fault', {
+  drop_pm: 'uint16_t',
+  corrupt_pm: 'uint16_t',
+  duplicate_pm: 'uint16_t',
+  reorder_pm: 'uint16_t',
+  seed: 'uint32_t',
+});
+
 export const PortInfoStruct = koffi.struct('hs_port_info', {
   port_id: 'uint16_t',
   mac: koffi.array('uint8_t', 6, 'Array'),
@@ -138,6 +146,7 @@ export const abiStructs: Record<string, TypeObject> = {
   hs_mapping: Mapping,
   hs_pkt_meta: PktMeta,
   hs_conn_event: ConnEvent,
+  hs_fault: Fault,
   hs_port_info: PortInfoStruct,
 };
 

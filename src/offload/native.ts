@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import koffi from 'koffi';
-import { ABI_VERSION, Config, HostConf, Mapping, PortInfoStruct } from './abi';
+import { ABI_VERSION, Config, Fault, HostConf, Mapping, PortInfoStruct } from './abi';
 import { ShimError } from './errors';
 
 /** The shim's C functions as koffi binds them. */
@@ -28,6 +28,7 @@ export interface NativeShim {
   hs_cookie_rotate(secret: Buffer): number;
   hs_mapping_set_host(key: object, hostId: number): number;
   hs_clock_override(ms: number): number;
+  hs_fault_set(f: object): number;
   hs_tx_burst(buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
   hs_ring_port_inject(port: number, buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
   hs_ring_port_drain(port: number, buf: Buffer, bufLen: number, meta: Buffer, max: number): number;
@@ -61,6 +62,7 @@ const PROTOTYPES = [
   'int hs_cookie_rotate(const void *secret)',
   'int hs_mapping_set_host(const hs_mapping *key, uint32_t host_id)',
   'int hs_clock_override(uint64_t ms)',
+  'int hs_fault_set(const hs_fault *f)',
   'int hs_tx_burst(const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
   'int hs_ring_port_inject(uint32_t port, const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
   'int hs_ring_port_drain(uint32_t port, void *buf, uint32_t buf_len, void *meta, uint32_t max)',
@@ -71,7 +73,7 @@ const PROTOTYPES = [
 ];
 
 // Referenced so the struct types are registered before the prototypes that name them.
-void [Config, HostConf, Mapping, PortInfoStruct];
+void [Config, Fault, HostConf, Mapping, PortInfoStruct];
 
 let loaded: NativeShim | undefined;
 

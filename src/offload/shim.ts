@@ -443,6 +443,20 @@ export class Shim {
     this.check('setMappingHost', this.native.hs_mapping_set_host(keyStruct('setMappingHost', key), hostId));
   }
 
+  /**
+   * Fault injection on the blob path (frames the control thread sends, and
+   * frames to the balancer's own address), in parts per thousand. Tests only.
+   */
+  setFaults(f: { dropPm?: number; corruptPm?: number; duplicatePm?: number; reorderPm?: number; seed?: number }): void {
+    const op = 'setFaults';
+    this.requireRunning(op);
+    this.check(op, this.native.hs_fault_set({
+      drop_pm: checkInt(op, 'dropPm', f.dropPm, 0, 1000), corrupt_pm: checkInt(op, 'corruptPm', f.corruptPm, 0, 1000),
+      duplicate_pm: checkInt(op, 'duplicatePm', f.duplicatePm, 0, 1000), reorder_pm: checkInt(op, 'reorderPm', f.reorderPm, 0, 1000),
+      seed: checkInt(op, 'seed', f.seed, 0, 0xffffffff),
+    }));
+  }
+
   /** Tests only: fix the shim's timestamp clock (ms); 0 restores the real clock. */
   setClockForTests(ms: number): void {
     this.native.hs_clock_override(ms);
