@@ -163,7 +163,8 @@ struct hs_conn_event {
 	uint8_t rcv_wscale;  /**< ours */
 	uint8_t sack_ok;
 	uint8_t ts_ok;
-	uint16_t reserved;
+	uint16_t vlan_tci;   /**< the client's 802.1Q tag, 0 when untagged */
+	uint8_t peer_mac[6]; /**< the client's (or its gateway's) MAC, to reach it directly */
 };
 
 /**

@@ -63,7 +63,7 @@ int hs_abi_layout(char *buf, size_t len)
 	       F(type) F(worker) F(port) F(conn_id) F(conn_gen) F(client_ip) F(vip) F(client_port) F(vip_port)
 		       F(iss) F(irs) F(snd_nxt) F(rcv_nxt) F(snd_wnd) F(rcv_wnd) F(ts_val) F(ts_ecr) F(data_seq)
 			       F(payload_off) F(payload_len) F(mss) F(snd_wscale) F(rcv_wscale) F(sack_ok) F(ts_ok)
-				       F(reserved));
+				       F(vlan_tci) F(peer_mac));
 	STRUCT(o_, 0, hs_fault, F(drop_pm) F(corrupt_pm) F(duplicate_pm) F(reorder_pm) F(seed));
 	STRUCT(o_, 0, hs_port_info, F(port_id) F(mac) F(ip) F(mtu) F(reserved));
 	put(&o, "}}");

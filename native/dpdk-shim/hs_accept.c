@@ -135,6 +135,8 @@ static void fill_event(struct hs_conn_event *ev, const struct hs_worker *w, cons
 	ev->rcv_wscale = c->rcv_wscale;
 	ev->sack_ok = c->sack_ok;
 	ev->ts_ok = c->ts_ok;
+	ev->vlan_tci = c->vlan_tci;
+	memcpy(ev->peer_mac, c->peer_mac, 6);
 }
 
 /* An event with no frame of its own (timeout, frozen). */

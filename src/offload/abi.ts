@@ -118,7 +118,8 @@ export const ConnEvent = koffi.struct('hs_conn_event', {
   rcv_wscale: 'uint8_t',
   sack_ok: 'uint8_t',
   ts_ok: 'uint8_t',
-  reserved: 'uint16_t',
+  vlan_tci: 'uint16_t',
+  peer_mac: koffi.array('uint8_t', 6, 'Array'),
 });
 
 export const Fault = koffi.struct('hs_fault', {

@@ -13,7 +13,7 @@ const EVENT_SIZE = koffi.sizeof(ConnEvent);
 export const EV = Object.fromEntries(
   ['type', 'worker', 'port', 'conn_id', 'conn_gen', 'client_ip', 'vip', 'client_port', 'vip_port', 'iss', 'irs',
     'snd_nxt', 'rcv_nxt', 'snd_wnd', 'rcv_wnd', 'ts_val', 'ts_ecr', 'data_seq', 'payload_off', 'payload_len', 'mss',
-    'snd_wscale', 'rcv_wscale', 'sack_ok', 'ts_ok'].map((f) => [f, koffi.offsetof(ConnEvent, f)]),
+    'snd_wscale', 'rcv_wscale', 'sack_ok', 'ts_ok', 'vlan_tci', 'peer_mac'].map((f) => [f, koffi.offsetof(ConnEvent, f)]),
 ) as Record<string, number>;
 
 /**
@@ -56,6 +56,12 @@ export class PacketBurst {
   ev32(i: number, field: string): number { return this.events.readUInt32LE(i * EVENT_SIZE + EV[field]); }
   ev16(i: number, field: string): number { return this.events.readUInt16LE(i * EVENT_SIZE + EV[field]); }
   ev8(i: number, field: string): number { return this.events[i * EVENT_SIZE + EV[field]]; }
+
+  /** The client's MAC from frame i's connection event, as a view. */
+  evPeerMac(i: number): Buffer {
+    const off = i * EVENT_SIZE + EV.peer_mac;
+    return this.events.subarray(off, off + 6);
+  }
 
   /** Payload bytes of frame i's data event, as a view. */
   payload(i: number): Buffer {
