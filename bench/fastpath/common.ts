@@ -1,9 +1,14 @@
 // Shared by the benchmark driver (run.ts) and the shim child (shim-child.ts):
 // the flow set, the addresses and the EAL arguments must be identical on both
 // sides, so they are defined once here.
+import fs from 'node:fs';
 
-/** RFC 2544 benchmarking range, as in test/lib/topology.ts. */
-export const LB = { ip: '198.18.0.1', mac: '02:00:00:00:00:01' };
+/**
+ * RFC 2544 benchmarking range, as in test/lib/topology.ts. The MAC is the one
+ * the pcap PMD gives its first device (it cannot be changed); the shim child
+ * checks it.
+ */
+export const LB = { ip: '198.18.0.1', mac: '02:70:63:61:70:00' };
 export const VIP = { ip: '198.18.0.100', port: 80 };
 export const HOST = { id: 1, ip: '198.18.0.11', nexthopMac: '02:00:00:00:01:11', innerMac: '02:00:00:00:0b:11' };
 export const CLIENT_MAC = '02:00:00:00:00:aa';
@@ -56,6 +61,30 @@ export function ealArgs(pcapPath: string, memMb: number): string[] {
   ];
 }
 
+/** The name DPDK 22.11 gives the thread of worker lcore 1, in the shim and in testpmd. */
+export const WORKER_THREAD = 'rte-worker-1';
+/** USER_HZ: /proc's unit of CPU time on every Linux architecture that matters here. */
+const CLK_TCK = 100;
+
+/**
+ * CPU time in seconds used so far by the thread named `comm` of process
+ * `pid`, or undefined when there is none. Over a measurement window, a busy-
+ * polling forwarding thread should get all of its core: less means other load
+ * on that core or time stolen by the hypervisor, and a lower packet rate.
+ */
+export function threadCpuSeconds(pid: number, comm: string): number | undefined {
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== comm) continue;
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Fields after "(comm) ": state is field 3, utime 14, stime 15.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    }
+  } catch { /* the process or thread is gone */ }
+  return undefined;
+}
+
 /** Parameters the driver hands the shim child (JSON in argv[2]). */
 export interface ChildConfig {
   pcap: string;
@@ -68,6 +97,14 @@ export interface ChildConfig {
 
 /** Messages the shim child sends back over the IPC channel. */
 export type ChildMessage =
-  | { type: 'loaded'; inserted: number; count: number; insertMs: number; rssBeforeStartMb: number; rssAfterStartMb: number; rssAfterInsertMb: number }
-  | { type: 'result'; elapsedS: number; delta: Record<string, number>; workers: number }
+  | {
+    type: 'loaded'; inserted: number; count: number; insertMs: number;
+    /** DPDK heap in use after start, and the mbuf pool's share of it (undefined: not measurable). */
+    heapBytes?: number; poolBytes?: number;
+  }
+  | {
+    type: 'result'; elapsedS: number; delta: Record<string, number>;
+    /** CPU time of the worker thread over the window / elapsedS (undefined: thread not found). */
+    cpuShare?: number;
+  }
   | { type: 'error'; message: string };

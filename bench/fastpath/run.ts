@@ -4,10 +4,10 @@
 // "parse a frame and rewrite its headers" on this machine.
 //
 // Both read the same pcap through the pcap PMD with infinite_rx (it replays
-// the file from mbufs forever) and transmit into the PMD's drop path, so the
+// the file from mbufs forever) and transmit into the PMD's drop path. The
 // PMD's per-packet cost (an mbuf allocation, a copy, a free) is in both
-// numbers and the ratio is a lower bound on the ratio of the forwarding logic
-// alone.
+// numbers, which pulls the ratio towards 1: the forwarding logic alone differs
+// more than the ratio says.
 //
 // Options (flag or environment): --flows / FASTPATH_FLOWS (default 1000000),
 // --packets / FASTPATH_PACKETS (65536), --seconds / FASTPATH_SECONDS (5),
@@ -25,7 +25,8 @@ import path from 'node:path';
 import { TCP_ACK, TCP_PSH, buildTcp, padFrame } from '../../src/net/packet';
 import { PcapWriter } from '../../src/net/pcap';
 import {
-  CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, ealArgs, flowClientIp, flowClientPort, prng,
+  CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort,
+  prng, threadCpuSeconds,
 } from './common';
 
 interface Options {
@@ -73,11 +74,13 @@ function parseOptions(): Options {
 
 // ------------------------------------------------------------------ children
 
-/** Kill functions of every process still running: called on every way out. */
+/** Kill functions of every process still running, and temporary files: run on every way out. */
 const live = new Set<() => void>();
 
 function killAll(): void {
-  for (const kill of live) kill();
+  for (const kill of live) {
+    try { kill(); } catch { /* keep going */ }
+  }
   live.clear();
 }
 
@@ -202,6 +205,7 @@ interface HandoffResult {
   pps: number;
   hitRatio: number;
   elapsedS: number;
+  cpuShare?: number;
   loaded: Extract<ChildMessage, { type: 'loaded' }>;
   delta: Record<string, number>;
 }
@@ -222,28 +226,27 @@ async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
   const inbox: ChildMessage[] = [];
   let wake: (() => void) | undefined;
   child.on('message', (m: ChildMessage) => { inbox.push(m); wake?.(); });
-  const next = async (type: ChildMessage['type'], ms: number, what: string) => {
-    const got = within((async () => {
+  /** The child's next message of `type`; its error report, its death or a timeout throw. */
+  const next = <K extends ChildMessage['type']>(type: K, ms: number, what: string) =>
+    within((async (): Promise<Extract<ChildMessage, { type: K }>> => {
       for (;;) {
         const m = inbox.shift();
         if (m?.type === 'error') throw new BenchError(`shim child failed: ${m.message}`);
-        if (m?.type === type) return m;
+        if (m?.type === type) return m as Extract<ChildMessage, { type: K }>;
         if (m) continue;
         const woke = new Promise<void>((r) => { wake = r; });
         const e = await Promise.race([woke.then(() => undefined), exited]);
         if (e && inbox.length === 0) throw new BenchError(`shim child ${describeExit(e)} during ${what}`);
       }
     })(), ms, `shim child, ${what}`);
-    return got;
-  };
 
   try {
     // EAL start, the pcap loaded into mbufs, and the bulk insert.
-    const loaded = await next('loaded', 300_000 + o.flows / 100, 'start and mapping insert') as Extract<ChildMessage, { type: 'loaded' }>;
+    const loaded = await next('loaded', 300_000 + o.flows / 100, 'start and mapping insert');
     if (loaded.inserted !== o.flows || loaded.count !== o.flows) {
       throw new BenchError(`inserted ${loaded.inserted} mappings, table holds ${loaded.count}, expected ${o.flows}`);
     }
-    const res = await next('result', (o.seconds + 60) * 1000, 'measurement') as Extract<ChildMessage, { type: 'result' }>;
+    const res = await next('result', (o.seconds + 60) * 1000, 'measurement');
     const e = await within(exited, 30_000, 'shim child, stop').catch((err: Error) => {
       process.stderr.write(`fastpath: warning: ${err.message}; killed it\n`);
       return { code: 0, signal: null };
@@ -264,7 +267,7 @@ async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
         `nonzero drop/exception counters: ${problems.join(' ') || '(none)'}`);
     }
     if (problems.length) process.stderr.write(`fastpath: warning: handoff counters: ${problems.join(' ')}\n`);
-    return { pps: rx / res.elapsedS, hitRatio, elapsedS: res.elapsedS, loaded, delta: res.delta };
+    return { pps: rx / res.elapsedS, hitRatio, elapsedS: res.elapsedS, cpuShare: res.cpuShare, loaded, delta: res.delta };
   } catch (err) {
     if (err instanceof BenchError) err.message += `\n  shim child output (last lines):\n${tail.text()}`;
     throw err;
@@ -277,10 +280,23 @@ async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
 
 // ------------------------------------------------------------------ testpmd
 
+/** The pid of a child of `ppid` (timeout's only child is testpmd), from /proc. */
+function childOf(ppid: number): number | undefined {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) return Number(d);
+    } catch { /* exited meanwhile */ }
+  }
+  return undefined;
+}
+
 interface TestpmdResult {
   pps: number;
   txPps: number;
   samples: number[];
+  cpuShare?: number;
 }
 
 async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
@@ -301,10 +317,17 @@ async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
   const tx: number[] = [];
   let done: (() => void) | undefined;
   const enough = new Promise<void>((r) => { done = r; });
+  // The forwarding thread's CPU time over the window the kept samples cover.
+  let testpmdPid: number | undefined;
+  const cpu: { t: bigint; s?: number }[] = [];
   const tail = new Tail(80, (line) => {
     const m = /^\s*(Rx|Tx)-pps:\s+(\d+)/.exec(line);
     if (!m) return;
     (m[1] === 'Rx' ? rx : tx).push(Number(m[2]));
+    if (m[1] === 'Rx' && (rx.length === 2 || rx.length === want)) {
+      testpmdPid ??= childOf(child.pid!);
+      cpu.push({ t: process.hrtime.bigint(), s: testpmdPid ? threadCpuSeconds(testpmdPid, WORKER_THREAD) : undefined });
+    }
     if (rx.length >= want && tx.length >= want) done?.();
   });
   // timeout(1) bounds testpmd's life even if this process is SIGKILLed, and
@@ -338,7 +361,9 @@ async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
     const pps = samples.reduce((a, b) => a + b, 0) / samples.length;
     const txPps = tx.slice(2, want).reduce((a, b) => a + b, 0) / samples.length;
     if (pps === 0) throw new BenchError('dpdk-testpmd forwarded no packets');
-    return { pps, txPps, samples };
+    const [a, b] = cpu;
+    const cpuShare = a?.s !== undefined && b?.s !== undefined ? (b.s - a.s) / (Number(b.t - a.t) / 1e9) : undefined;
+    return { pps, txPps, samples, cpuShare };
   } catch (err) {
     if (err instanceof BenchError) err.message += `\n  dpdk-testpmd output (last lines):\n${tail.text()}`;
     throw err;
@@ -360,6 +385,13 @@ function median(xs: number[]): number {
 const mpps = (pps: number) => (pps / 1e6).toFixed(3);
 const nsPerPkt = (pps: number) => (1e9 / pps).toFixed(1);
 
+/** The forwarding thread's share of its core, flagged when something else took part of it. */
+function cpuNote(share: number | undefined): string {
+  if (share === undefined) return 'core share unknown';
+  const pct = `${(Math.min(share, 1) * 100).toFixed(1)}%`;
+  return share < 0.95 ? `WARNING: the forwarding thread had only ${pct} of its core (other load or steal): rate is low` : `core ${pct}`;
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) process.stderr.write('fastpath: warning: not root; DPDK will probably fail\n');
   const o = parseOptions();
@@ -371,6 +403,8 @@ async function main(): Promise<void> {
     `drawn from ${o.flows} flows (${pcap.distinctFlows} distinct in the pcap); ${pcap.file} in ${Date.now() - tGen} ms`);
   console.log(`fastpath: ${o.rounds} round(s) of ${o.seconds} s each, one forwarding core (lcore 1), pool ${mbufsFor(o.packets)} mbufs, -m ${o.memMb}`);
 
+  const removePcap = () => { fs.rmSync(pcap.dir, { recursive: true, force: true }); };
+  if (!o.keepPcap) live.add(removePcap);
   const handoff: HandoffResult[] = [];
   const testpmd: TestpmdResult[] = [];
   try {
@@ -378,27 +412,34 @@ async function main(): Promise<void> {
       const h = await runHandoff(o, pcap);
       handoff.push(h);
       console.log(`round ${r}: handoff ${mpps(h.pps)} Mpps (hit ${(h.hitRatio * 100).toFixed(3)}%, ` +
-        `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms)`);
+        `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms; ${cpuNote(h.cpuShare)})`);
       const t = await runTestpmd(o, pcap);
       testpmd.push(t);
-      console.log(`round ${r}: testpmd-5tswap ${mpps(t.pps)} Mpps (tx ${mpps(t.txPps)}; per second: ${t.samples.map(mpps).join(' ')})`);
+      console.log(`round ${r}: testpmd-5tswap ${mpps(t.pps)} Mpps (tx ${mpps(t.txPps)}; per second: ` +
+        `${t.samples.map(mpps).join(' ')}; ${cpuNote(t.cpuShare)})`);
     }
   } finally {
-    if (!o.keepPcap) fs.rmSync(pcap.dir, { recursive: true, force: true });
+    if (!o.keepPcap) {
+      removePcap();
+      live.delete(removePcap);
+    }
   }
 
   const hPps = median(handoff.map((h) => h.pps));
   const tPps = median(testpmd.map((t) => t.pps));
   const insertMs = median(handoff.map((h) => h.loaded.insertMs));
   const l = handoff[0]!.loaded;
-  // With --no-huge, EAL memory is plain anonymous memory that pages in on
-  // first touch, and the table's memory is first touched by the inserts, so
-  // RSS growth over the insert approximates the per-mapping footprint.
-  const perMapping = ((l.rssAfterInsertMb - l.rssAfterStartMb) * 2 ** 20) / l.count;
   console.log('');
   console.log(`mappings: ${l.count} (capacity ${o.flows}), bulk insert median ${insertMs.toFixed(0)} ms ` +
-    `(${(l.count / insertMs / 1e3).toFixed(2)} M/s); RSS +${(l.rssAfterInsertMb - l.rssAfterStartMb).toFixed(0)} MiB ` +
-    `over the insert, ~${perMapping.toFixed(0)} B/mapping`);
+    `(${(l.count / insertMs / 1e3).toFixed(2)} M inserts/s)`);
+  if (l.heapBytes !== undefined && l.poolBytes) {
+    // The table is preallocated for the capacity, so this is per slot; the
+    // remainder also holds the rings and PMD state (a few MiB).
+    const rest = l.heapBytes - l.poolBytes;
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    console.log(`memory: DPDK heap ${mib(l.heapBytes)} MiB after start = mbuf pool ${mib(l.poolBytes)} MiB ` +
+      `+ ${mib(rest)} MiB table and rings: <= ${(rest / o.flows).toFixed(0)} B per mapping`);
+  }
   console.log('');
   console.log('engine            Mpps   ns/packet (1 core)');
   console.log(`handoff         ${mpps(hPps).padStart(6)}   ${nsPerPkt(hPps).padStart(8)}`);

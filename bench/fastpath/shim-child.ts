@@ -5,12 +5,13 @@
 import koffi from 'koffi';
 import { FlowState, Mapping, Shim } from '../../src/offload';
 import { ipv4FromString } from '../../src/net/packet';
+import { dpdkHeapUse } from './dpdk-heap';
 import {
-  ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, ealArgs, flowClientIp, flowClientPort, flowId,
+  ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort, flowId,
+  threadCpuSeconds,
 } from './common';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const rssMb = () => process.memoryUsage().rss / 2 ** 20;
 
 function send(msg: ChildMessage): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -44,6 +45,7 @@ function encodeMappings(flows: number): Buffer {
 async function main(cfg: ChildConfig): Promise<void> {
   const shim = new Shim({
     eal: ealArgs(cfg.pcap, cfg.memMb),
+    // The pcap PMD cannot change its MAC: the frames are addressed to its own (LB.mac).
     ports: [{ device: PCAP_DEVICE, ip: LB.ip }],
     vips: [{ ip: VIP.ip, port: VIP.port }],
     workers: 1,
@@ -51,10 +53,12 @@ async function main(cfg: ChildConfig): Promise<void> {
     mbufs: cfg.mbufs,
     mappingCapacity: cfg.flows,
   });
-  const rssBeforeStartMb = rssMb();
   shim.start();
   try {
-    const rssAfterStartMb = rssMb();
+    // Everything, the mapping table included, is allocated by start().
+    const heap = dpdkHeapUse('hs_mbufs');
+    const mac = shim.portInfo(0).mac;
+    if (mac !== LB.mac) throw new Error(`${PCAP_DEVICE} has MAC ${mac}, the pcap's frames are addressed to ${LB.mac} (common.ts)`);
     shim.setHost(HOST.id, { ip: HOST.ip, port: 0, nexthopMac: HOST.nexthopMac, innerMac: HOST.innerMac });
 
     const records = encodeMappings(cfg.flows);
@@ -68,19 +72,22 @@ async function main(cfg: ChildConfig): Promise<void> {
     }
     await send({
       type: 'loaded', inserted, count: shim.mappingCount(), insertMs,
-      rssBeforeStartMb, rssAfterStartMb, rssAfterInsertMb: rssMb(),
+      heapBytes: heap?.allocBytes, poolBytes: heap?.poolBytes,
     });
 
     // While the table was filling, packets of flows not yet inserted went to
     // the exception ring: settle, then measure deltas only.
     await sleep(cfg.warmupSeconds * 1000);
+    const cpu0 = threadCpuSeconds(process.pid, WORKER_THREAD);
     const c0 = shim.counters().total;
     const s0 = process.hrtime.bigint();
     await sleep(cfg.seconds * 1000);
     const c1 = shim.counters().total;
     const elapsedS = Number(process.hrtime.bigint() - s0) / 1e9;
+    const cpu1 = threadCpuSeconds(process.pid, WORKER_THREAD);
     const delta = Object.fromEntries(Object.keys(c1).map((k) => [k, Number(c1[k] - c0[k])]));
-    await send({ type: 'result', elapsedS, delta, workers: shim.counters().workers.length });
+    const cpuShare = cpu0 !== undefined && cpu1 !== undefined ? (cpu1 - cpu0) / elapsedS : undefined;
+    await send({ type: 'result', elapsedS, delta, cpuShare });
   } finally {
     shim.stop();
   }
@@ -92,7 +99,7 @@ process.on('disconnect', () => process.exit(2));
 main(JSON.parse(process.argv[2] ?? '{}') as ChildConfig).then(
   () => process.exit(0),
   async (err: unknown) => {
-    const message = err instanceof Error ? `${err.message}${err.stack ? `\n${err.stack}` : ''}` : String(err);
+    const message = err instanceof Error ? err.stack ?? err.message : String(err);
     await send({ type: 'error', message }).catch(() => undefined);
     process.exit(1);
   },

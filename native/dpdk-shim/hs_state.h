@@ -41,10 +41,10 @@ struct hs_entry {
 	uint32_t gen;      /* distinguishes reuses of this slot */
 	uint32_t hold_ref; /* (worker << 24) | bucket, or HS_HOLD_NONE */
 	uint8_t state;     /* enum hs_flow_state, atomic */
-	uint8_t pad[7];
-	uint64_t packets;
+	uint8_t pad[3];
+	uint32_t packets;  /* wraps after 2^32: a per-connection count */
 	uint64_t bytes;
-};
+} __rte_aligned(32); /* 32 bytes: one entry never straddles two cache lines */
 
 enum hs_cmd_op { HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2, HS_CMD_FREEZE = 3, HS_CMD_RESET = 4 };
 

@@ -300,6 +300,11 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 		return;
 	uint64_t hits = 0;
 	rte_hash_lookup_bulk_data(hs.map, kp, nv, &hits, data);
+	/* The entries are random records in a large array: fetch them all
+	 * before touching any (the hash prefetches only its own buckets). */
+	for (uint16_t j = 0; j < nv; j++)
+		if (hits & (1ULL << j))
+			rte_prefetch0(data[j]);
 	for (uint16_t j = 0; j < nv; j++) {
 		if (likely(hits & (1ULL << j)))
 			mapped(w, data[j], vm[j], vp[j].tcp_flags);

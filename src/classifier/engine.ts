@@ -1,0 +1,469 @@
+import crypto from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { buildTcp, buildUdp, ipv4ToString, macToString, TCP_ACK, TCP_RST } from '../net';
+import { ConnEventType as EV, ExceptionReason, FlowState, PacketBurst, Shim, ShimError } from '../offload';
+import type { FlowKey } from '../offload';
+import { BlobSender, encodeBlob } from '../transfer';
+import type { BlobSenderOptions, ConnectionBlob, TransferResult } from '../transfer';
+import { classifyBytes } from './classify';
+import { FlowIdAllocator } from './flow-ids';
+import type { RequestInfo } from './request-info';
+import type { Decision, HostDecision, Router } from './router';
+
+/** A backend host as the engine needs it. */
+export interface EngineHost {
+  name: string;
+  /** The shim's host id (hs_host_set). */
+  id: number;
+  ip: string;
+  /** Outer Ethernet destination for blob datagrams (and the tunnel). */
+  nexthopMac: string;
+  /** The host agent's UDP port. */
+  agentPort: number;
+}
+
+export interface HandoffEngineOptions {
+  shim: Shim;
+  router: Router;
+  hosts: readonly EngineHost[];
+  /** HMAC-SHA256 key shared with the host agents (16 bytes or more). */
+  clusterKey: Buffer;
+  /** Shim port carrying blob traffic. Default 0. */
+  shimPort?: number;
+  /** UDP port blob datagrams leave from (hosts answer to it). Default 4790. */
+  blobPort?: number;
+  /** Bytes after which an undecided connection goes to its VIP's default. Default 16384. */
+  byteCap?: number;
+  /** Time after the first byte by which a connection must be decided. Default 3000. */
+  classifyTimeoutMs?: number;
+  /** Whether a host takes new connections. Default: all do. */
+  health?: (host: string) => boolean;
+  /** Transfer tuning (retransmission, in-flight limits). */
+  sender?: Omit<BlobSenderOptions, 'send' | 'now'>;
+  /** How long a released flow ID stays unused. Default 60000. */
+  flowIdQuarantineMs?: number;
+}
+
+/** Counters of the engine; every connection ends in exactly one outcome. */
+export interface EngineStats {
+  accepted: number;
+  decided: number;
+  undecided: number;
+  /** Connections reset by the balancer before a handoff (policy, no host, limits). */
+  resets: number;
+  handoffsStarted: number;
+  handoffsCompleted: number;
+  /** Transfers that gave up after the host had every fragment: activated, outcome unknown. */
+  handoffsUncertain: number;
+  /** No host left: the client got a reset. */
+  handoffsFailed: number;
+  failovers: number;
+  /** The client closed before its request was decided (v1 blobs carry no FIN). */
+  finBeforeHandoff: number;
+  /** The client reset, or the shim timed it out, before a decision. */
+  clientGone: number;
+  /** Event for a connection the engine no longer tracks. */
+  staleEvents: number;
+  /** The bytes passed up disagree with the shim's sequence numbers: never sent. */
+  bytesMismatch: number;
+  mappingErrors: number;
+  /** Frames to the balancer's address that are not blob traffic. */
+  localIgnored: number;
+  /** UDP to a UDP VIP with no mapping (no UDP handoff yet). */
+  udpMisses: number;
+}
+
+interface Snapshot {
+  iss: number; irs: number; sndNxt: number; rcvNxt: number; sndWnd: number; rcvWnd: number;
+  sndWscale: number; rcvWscale: number; mss: number; sackOk: boolean; tsOk: boolean; tsVal: number; tsEcr: number;
+}
+
+/** One accepted connection, from its first event to the end of its handoff. */
+class Connection {
+  state: 'classifying' | 'freezing' | 'transferring' = 'classifying';
+  data = Buffer.alloc(0);
+  bytes = 0;
+  fin = false;
+  firstDataAt = 0;
+  readonly acceptedAt = performance.now();
+  info: RequestInfo;
+  decision?: HostDecision;
+  host?: EngineHost;
+  flowId = 0;
+  snap?: Snapshot;
+  readonly tried = new Set<string>();
+  readonly key: FlowKey;
+
+  constructor(
+    readonly id: string, readonly worker: number, readonly connId: number, readonly gen: number,
+    readonly port: number, readonly peerMac: string, readonly vlan: number, base: RequestInfo,
+  ) {
+    this.info = base;
+    this.key = { clientIp: base.clientIp, clientPort: base.clientPort, vip: base.vip, vipPort: base.vipPort };
+  }
+
+  append(bytes: Buffer): void {
+    if (this.bytes + bytes.length > this.data.length) {
+      const grown = Buffer.alloc(Math.max(this.data.length * 2, this.bytes + bytes.length, 2048));
+      this.data.copy(grown, 0, 0, this.bytes);
+      this.data = grown;
+    }
+    bytes.copy(this.data, this.bytes);
+    this.bytes += bytes.length;
+  }
+
+  received(): Buffer {
+    return this.data.subarray(0, this.bytes);
+  }
+}
+
+const LATENCY_SAMPLES = 1 << 16;
+
+/**
+ * The classifier's control loop (claim steps C3-C5, C7-C9): takes connection
+ * events from the shim, decides a host, freezes the connection, sends its
+ * blob reliably through the shim's TX ring and, on the host's final ACK,
+ * turns the mapping ACTIVE so held and later packets are tunnelled.
+ */
+export class HandoffEngine {
+  readonly stats: EngineStats = {
+    accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
+    handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
+    mappingErrors: 0, localIgnored: 0, udpMisses: 0,
+  };
+  readonly sender: BlobSender;
+  private readonly shim: Shim;
+  private readonly router: Router;
+  private readonly key: Buffer;
+  private readonly hostByName = new Map<string, EngineHost>();
+  private readonly hostByIp = new Map<string, EngineHost>();
+  private readonly conns = new Map<string, Connection>();
+  private readonly pendingByHost = new Map<string, number>();
+  private readonly flowIds: FlowIdAllocator;
+  private readonly rx = new PacketBurst(64);
+  private readonly tx = new PacketBurst(64);
+  private readonly shimPort: number;
+  private readonly blobPort: number;
+  private readonly byteCap: number;
+  private readonly classifyTimeoutMs: number;
+  private readonly health: (host: string) => boolean;
+  private readonly pending = (host: string) => this.pendingByHost.get(host) ?? 0;
+  private readonly lbIp: string;
+  private readonly lbMac: string;
+  private readonly latencies = new Float64Array(LATENCY_SAMPLES);
+  private latencyCount = 0;
+  private running = false;
+  private nextTimeoutScan = 0;
+
+  constructor(o: HandoffEngineOptions) {
+    if (!Buffer.isBuffer(o.clusterKey) || o.clusterKey.length < 16) {
+      throw new ShimError('engine', 'ERR_ENGINE_CLUSTER_KEY', 'clusterKey must be a Buffer of at least 16 bytes');
+    }
+    this.shim = o.shim;
+    this.router = o.router;
+    this.key = o.clusterKey;
+    for (const h of o.hosts) {
+      this.hostByName.set(h.name, h);
+      this.hostByIp.set(h.ip, h);
+    }
+    this.shimPort = o.shimPort ?? 0;
+    this.blobPort = o.blobPort ?? 4790;
+    this.byteCap = o.byteCap ?? 16384;
+    this.classifyTimeoutMs = o.classifyTimeoutMs ?? 3000;
+    this.health = o.health ?? (() => true);
+    this.flowIds = new FlowIdAllocator({ quarantineMs: o.flowIdQuarantineMs });
+    const info = this.shim.portInfo(this.shimPort);
+    this.lbIp = info.ip;
+    this.lbMac = info.mac;
+    this.sender = new BlobSender({ ...o.sender, send: (dest, d) => this.sendDatagram(dest.ip, dest.port, d),
+      now: () => performance.now() });
+  }
+
+  /** Handoff latency from the first data byte seen to the host's final ACK, in microseconds. */
+  latency(): { count: number; p50: number; p99: number } {
+    const n = Math.min(this.latencyCount, LATENCY_SAMPLES);
+    if (!n) return { count: 0, p50: NaN, p99: NaN };
+    const s = Float64Array.from(this.latencies.subarray(0, n)).sort();
+    return { count: this.latencyCount, p50: s[Math.floor(n * 0.5)], p99: s[Math.min(n - 1, Math.floor(n * 0.99))] };
+  }
+
+  /** Connections the engine is tracking (classifying, freezing or transferring). */
+  get inProgress(): number {
+    let n = 0;
+    for (const v of this.pendingByHost.values()) n += v;
+    return this.conns.size + n;
+  }
+
+  /** Run until stop(). Sleeps on the shim's eventfd when idle. */
+  async run(): Promise<void> {
+    this.running = true;
+    while (this.running) {
+      this.step();
+      const due = this.sender.nextDeadline();
+      const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
+      if (!this.running) break;
+      if (wait >= 1) await this.shim.waitExceptions(Math.floor(wait));
+      else await yieldToLoop();
+    }
+  }
+
+  stop(): void {
+    this.running = false;
+    this.shim.wakeExceptions();
+  }
+
+  /** One pass: take events, run timers, transmit. Public for callers that drive their own loop. */
+  step(): void {
+    let n: number;
+    do {
+      n = this.shim.exceptionBurst(this.rx);
+      for (let i = 0; i < n; i++) {
+        const reason = this.rx.reason(i);
+        if (reason === ExceptionReason.CONN) this.onConnEvent(i);
+        else if (reason === ExceptionReason.LOCAL) this.onLocal(i);
+        else this.stats.udpMisses++;
+      }
+      this.flushTx();
+    } while (n === this.rx.capacity);
+    const now = performance.now();
+    this.sender.tick(now);
+    if (now >= this.nextTimeoutScan) this.scanTimeouts(now);
+    this.flushTx();
+  }
+
+  private onConnEvent(i: number): void {
+    const b = this.rx;
+    const type = b.ev32(i, 'type');
+    const worker = b.ev16(i, 'worker');
+    const connId = b.ev32(i, 'conn_id');
+    const gen = b.ev32(i, 'conn_gen');
+    const id = `${worker}/${connId}/${gen}`;
+    let c = this.conns.get(id);
+    if (type & EV.ACCEPTED) {
+      c = new Connection(id, worker, connId, gen, b.ev16(i, 'port'), macToString(b.evPeerMac(i)), b.ev16(i, 'vlan_tci'), {
+        kind: 'unknown', clientIp: ipv4ToString(b.ev32(i, 'client_ip')), clientPort: b.ev16(i, 'client_port'),
+        vip: ipv4ToString(b.ev32(i, 'vip')), vipPort: b.ev16(i, 'vip_port'),
+      });
+      this.conns.set(id, c);
+      this.stats.accepted++;
+    }
+    if (!c) {
+      this.stats.staleEvents++;
+      return;
+    }
+    if (type & EV.DATA) {
+      if (!c.firstDataAt) c.firstDataAt = performance.now();
+      c.append(b.payload(i));
+    }
+    if (type & EV.FIN) c.fin = true;
+    if (type & (EV.RESET | EV.TIMEOUT)) {
+      this.stats.clientGone++;
+      this.forget(c);
+      if (c.state === 'freezing') this.abandonMapping(c);
+      return;
+    }
+    if (type & EV.FROZEN) return this.onFrozen(c, i);
+    if (type & (EV.DATA | EV.FIN) && c.state === 'classifying') this.classify(c, false);
+  }
+
+  private classify(c: Connection, timedOut: boolean): void {
+    const r = classifyBytes(c.received(), c.info, { byteCap: this.byteCap });
+    if (r.status === 'incomplete' && !c.fin && !timedOut && c.bytes < this.byteCap) return;
+    let d: Decision;
+    if (r.status === 'decided') {
+      c.info = r.info;
+      d = this.router.decide(r.info, this.health, this.pending);
+      this.stats.decided++;
+    } else {
+      if (r.status === 'undecidable') c.info = r.info;
+      d = this.router.decideUndecided(c.info, this.health, this.pending);
+      this.stats.undecided++;
+    }
+    if (d.kind !== 'host') return this.resetBeforeHandoff(c);
+    if (c.fin) {
+      this.stats.finBeforeHandoff++;
+      return this.resetBeforeHandoff(c);
+    }
+    this.startHandoff(c, d);
+  }
+
+  private startHandoff(c: Connection, d: HostDecision): void {
+    const host = this.hostByName.get(d.host);
+    const flowId = host && this.flowIds.allocate(performance.now());
+    if (!host || flowId === undefined) {
+      this.stats.mappingErrors++;
+      return this.resetBeforeHandoff(c);
+    }
+    const mapping = { ...c.key, hostId: host.id, flowId, state: FlowState.PENDING };
+    try {
+      try {
+        this.shim.insertMapping(mapping);
+      } catch (err) {
+        // A mapping left by an earlier connection on the same 4-tuple is stale now.
+        if ((err as ShimError).code !== 'EEXIST') throw err;
+        this.shim.deleteMapping(c.key);
+        this.shim.insertMapping(mapping);
+      }
+      this.shim.handoffConnection(c.worker, c.connId, c.gen);
+    } catch {
+      this.stats.mappingErrors++;
+      this.flowIds.release(flowId, performance.now());
+      try { this.shim.deleteMapping(c.key); } catch { /* not inserted */ }
+      return this.resetBeforeHandoff(c);
+    }
+    c.state = 'freezing';
+    c.decision = d;
+    c.host = host;
+    c.flowId = flowId;
+    c.tried.add(host.name);
+    this.pendingByHost.set(host.name, this.pending(host.name) + 1);
+    this.stats.handoffsStarted++;
+  }
+
+  private onFrozen(c: Connection, i: number): void {
+    const b = this.rx;
+    this.forget(c);
+    c.snap = {
+      iss: b.ev32(i, 'iss'), irs: b.ev32(i, 'irs'), sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'),
+      sndWnd: b.ev32(i, 'snd_wnd'), rcvWnd: b.ev32(i, 'rcv_wnd'), sndWscale: b.ev8(i, 'snd_wscale'),
+      rcvWscale: b.ev8(i, 'rcv_wscale'), mss: b.ev16(i, 'mss'), sackOk: b.ev8(i, 'sack_ok') === 1,
+      tsOk: b.ev8(i, 'ts_ok') === 1, tsVal: b.ev32(i, 'ts_val'), tsEcr: b.ev32(i, 'ts_ecr'),
+    };
+    // Every byte the shim acknowledged must be in the blob, or the host would
+    // resume on a gap: refuse rather than inject something wrong.
+    if (((c.snap.rcvNxt - c.snap.irs - 1) >>> 0) !== c.bytes) {
+      this.stats.bytesMismatch++;
+      return this.failHandoff(c);
+    }
+    c.state = 'transferring';
+    this.sendBlob(c);
+  }
+
+  private sendBlob(c: Connection): void {
+    const d = c.decision!;
+    const blob: ConnectionBlob = {
+      v: 1, flowId: c.flowId, clientIp: c.key.clientIp, clientPort: c.key.clientPort, vip: c.key.vip,
+      vipPort: c.key.vipPort, ...c.snap!, data: c.received(),
+      decision: { rule: d.rule, pool: d.pool, host: d.host }, created: Date.now(), nonce: crypto.randomBytes(16),
+    };
+    const host = c.host!;
+    this.sender.send({ ip: host.ip, port: host.agentPort }, encodeBlob(blob, this.key), (r) => this.onTransfer(c, r));
+  }
+
+  private onTransfer(c: Connection, r: TransferResult): void {
+    const host = c.host!;
+    this.pendingByHost.set(host.name, this.pending(host.name) - 1);
+    // The host holds the whole blob but its final ACK was lost: it may have
+    // the socket. Sending the flow elsewhere could put it on two hosts, so
+    // the flow goes to this one; if it has no socket its kernel resets the client.
+    const uncertain = !r.ok && r.code === 'ERR_TRANSFER_GAVE_UP' && r.hostHadBlob;
+    if (r.ok || uncertain) {
+      try {
+        this.shim.setState(c.key, FlowState.ACTIVE);
+      } catch {
+        this.stats.mappingErrors++;
+        return this.failHandoff(c);
+      }
+      if (uncertain) this.stats.handoffsUncertain++;
+      else this.stats.handoffsCompleted++;
+      const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
+      this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
+      return;
+    }
+    const next = this.router.nextHost(c.decision!, c.info, c.tried, this.health, this.pending);
+    const nextHost = next.kind === 'host' ? this.hostByName.get(next.host) : undefined;
+    if (next.kind !== 'host' || !nextHost) return this.failHandoff(c);
+    try {
+      this.shim.setMappingHost(c.key, nextHost.id);
+    } catch {
+      this.stats.mappingErrors++;
+      return this.failHandoff(c);
+    }
+    this.stats.failovers++;
+    c.decision = next;
+    c.host = nextHost;
+    c.tried.add(nextHost.name);
+    this.pendingByHost.set(nextHost.name, this.pending(nextHost.name) + 1);
+    this.sendBlob(c);
+  }
+
+  /** After the freeze the shim has forgotten the connection: reset the client from here. */
+  private failHandoff(c: Connection): void {
+    this.stats.handoffsFailed++;
+    const s = c.snap;
+    if (s) {
+      this.addTx(buildTcp({
+        srcMac: this.lbMac, dstMac: c.peerMac, vlan: c.vlan || undefined, srcIp: c.key.vip, dstIp: c.key.clientIp,
+        srcPort: c.key.vipPort, dstPort: c.key.clientPort, seq: s.sndNxt, ack: s.rcvNxt, flags: TCP_RST | TCP_ACK,
+        window: 0,
+      }), c.port);
+    }
+    this.abandonMapping(c);
+  }
+
+  private abandonMapping(c: Connection): void {
+    try { this.shim.deleteMapping(c.key); } catch { /* already gone */ }
+    if (c.flowId) this.flowIds.release(c.flowId, performance.now());
+    if (c.state === 'freezing' && c.host) this.pendingByHost.set(c.host.name, this.pending(c.host.name) - 1);
+  }
+
+  private resetBeforeHandoff(c: Connection): void {
+    this.stats.resets++;
+    this.forget(c);
+    try {
+      this.shim.resetConnection(c.worker, c.connId, c.gen);
+    } catch {
+      this.stats.mappingErrors++; // command ring full: the shim's own timeout resets it
+    }
+  }
+
+  private forget(c: Connection): void {
+    this.conns.delete(c.id);
+  }
+
+  private scanTimeouts(now: number): void {
+    this.nextTimeoutScan = now + 100;
+    for (const c of this.conns.values()) {
+      if (c.state === 'classifying' && now - (c.firstDataAt || c.acceptedAt) > this.classifyTimeoutMs) this.classify(c, true);
+    }
+  }
+
+  /** Host agents answer blob datagrams to the balancer's own address. */
+  private onLocal(i: number): void {
+    const f = this.rx.frame(i);
+    let l2 = 14;
+    if (f.length >= 18 && f.readUInt16BE(12) === 0x8100) l2 = 18;
+    if (f.length < l2 + 28 || f.readUInt16BE(l2 - 2) !== 0x0800 || f[l2 + 9] !== 17) {
+      this.stats.localIgnored++;
+      return;
+    }
+    const ihl = (f[l2] & 15) * 4;
+    const udp = l2 + ihl;
+    if (f.length < udp + 8 || f.readUInt16BE(udp + 2) !== this.blobPort) {
+      this.stats.localIgnored++;
+      return;
+    }
+    const len = Math.min(f.readUInt16BE(udp + 4), f.length - udp);
+    const from = { ip: ipv4ToString(f.readUInt32BE(l2 + 12)), port: f.readUInt16BE(udp) };
+    this.sender.onDatagram(from, Buffer.from(f.subarray(udp + 8, udp + len)));
+  }
+
+  private sendDatagram(ip: string, port: number, datagram: Buffer): void {
+    const host = this.hostByIp.get(ip);
+    if (!host) return;
+    this.addTx(buildUdp({ srcMac: this.lbMac, dstMac: host.nexthopMac, srcIp: this.lbIp, dstIp: ip,
+      srcPort: this.blobPort, dstPort: port, payload: datagram, dontFragment: true }), this.shimPort);
+  }
+
+  private addTx(frame: Buffer, port: number): void {
+    if (this.tx.count === this.tx.capacity) this.flushTx();
+    this.tx.add(frame, port);
+  }
+
+  private flushTx(): void {
+    if (!this.tx.count) return;
+    this.shim.txBurst(this.tx);
+    this.tx.clear();
+  }
+}
