@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { ConfigError, ealArgs, loadBalancerConfig, parseBalancerConfig } from '../src/controller/config';
+import { ConfigError, ealArgs, loadBalancerConfig, loadClusterKey, parseBalancerConfig } from '../src/controller/config';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'dist/src/controller/cli.js');
@@ -38,6 +38,11 @@ const bad: [string, unknown, string, RegExp][] = [
   ['host on a missing port', { ...minimal, hosts: [{ name: 'a', ip: '1.1.1.2', port: 3, nexthopMac: '02:00:00:00:00:01', innerMac: '02:00:00:00:00:01' }] }, '/hosts/0/port', /does not exist/],
   ['ring not a power of two', { ...minimal, limits: { exceptionRingSize: 1000 } }, '/limits/exceptionRingSize', /power of two/],
   ['wrong type', { ...minimal, workers: 'two' }, '/workers', /integer/],
+  ['rule names an unknown pool', { ...minimal, routing: { pools: [], rules: [{ name: 'r', match: {}, pool: 'nope' }] } },
+    '/routing/rules/0/pool', /nope/],
+  ['pool names an unknown host', { ...minimal, routing: { pools: [{ name: 'p', hosts: [{ host: 'ghost' }] }] } },
+    '/routing/pools/0/hosts/0/host', /ghost/],
+  ['blob attempts out of range', { ...minimal, blob: { maxAttempts: 0 } }, '/blob/maxAttempts', /1/],
 ];
 for (const [name, doc, keyPath, msg] of bad) {
   t.test(`refused: ${name}`, async (t) => {
@@ -72,5 +77,23 @@ t.test('CLI: check-config exit codes and messages', async (t) => {
   const help = spawnSync(process.execPath, [cli, 'lb', '--help'], { encoding: 'utf8' });
   t.equal(help.status, 0);
   t.match(help.stdout, /--config FILE/);
+  fs.rmSync(dir, { recursive: true });
+});
+
+t.test('cluster key from the environment or a file, never shorter than 16 bytes', async (t) => {
+  const c = parseBalancerConfig({ ...structuredClone(minimal), clusterKey: { env: 'HANDOFF_TEST_KEY' } });
+  delete process.env.HANDOFF_TEST_KEY;
+  t.throws(() => loadClusterKey(c), { code: 'ERR_CONFIG_INVALID', message: /\/clusterKey\/env/ }, 'missing: names the key');
+  process.env.HANDOFF_TEST_KEY = 'abcd';
+  t.throws(() => loadClusterKey(c), { message: /at least 16 bytes/ }, 'too short');
+  process.env.HANDOFF_TEST_KEY = '00112233445566778899aabbccddeeff00112233';
+  t.equal(loadClusterKey(c).length, 20, 'hex');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'handoff-key-'));
+  const f = path.join(dir, 'key');
+  fs.writeFileSync(f, Buffer.alloc(32, 0xfe));
+  const cf = parseBalancerConfig({ ...structuredClone(minimal), clusterKey: { file: f } });
+  t.ok(loadClusterKey(cf).equals(Buffer.alloc(32, 0xfe)), 'raw bytes from a file');
+  t.throws(() => loadClusterKey(parseBalancerConfig({ ...structuredClone(minimal), clusterKey: { file: f + 'x' } })),
+    { message: /\/clusterKey\/file/ });
   fs.rmSync(dir, { recursive: true });
 });

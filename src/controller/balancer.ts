@@ -1,28 +1,35 @@
+import crypto from 'node:crypto';
+import { HandoffEngine, Router } from '../classifier';
 import { PacketBurst, Shim } from '../offload';
 import { BalancerConfig } from './config-schema';
 import { ealArgs } from './config';
 
 export interface BalancerOptions {
-  /** Poll the exception ring this often when it was empty. Default 1 ms. */
-  exceptionPollMs?: number;
+  /** Cluster key for blobs; required when the configuration has pools. */
+  clusterKey?: Buffer;
 }
 
 /**
- * A running balancer: the shim, its hosts, and the control loop that takes
- * packets the workers pass up.
+ * A running balancer: the shim, its hosts, and the control loop. With
+ * routing configured the handoff engine takes the shim's events; without it,
+ * exceptions are drained and counted (the forwarder alone).
  */
 export class Balancer {
   readonly shim: Shim;
   readonly config: BalancerConfig;
-  /** Exception packets taken from the shim that no handler claimed yet (counted, never silent). */
+  engine?: HandoffEngine;
+  /** Exception packets drained with no engine to take them (counted, never silent). */
   unhandledExceptions = 0;
   private timer?: NodeJS.Timeout;
+  private rotateTimer?: NodeJS.Timeout;
+  private running?: Promise<void>;
   private readonly burst = new PacketBurst(64);
-  private readonly pollMs: number;
+  private readonly clusterKey?: Buffer;
 
   constructor(config: BalancerConfig, options: BalancerOptions = {}) {
     this.config = config;
-    this.pollMs = options.exceptionPollMs ?? 1;
+    this.clusterKey = options.clusterKey;
+    const a = config.accept;
     this.shim = new Shim({
       eal: ealArgs(config),
       ports: config.ports,
@@ -36,34 +43,67 @@ export class Balancer {
       holdTotal: config.limits.holdTotal,
       exceptionRingSize: config.limits.exceptionRingSize,
       txRingSize: config.limits.txRingSize,
+      acceptCapacity: a.capacity,
+      acceptMaxBytes: a.maxBytes,
+      acceptTimeoutMs: a.timeoutMs,
+      cookieTickS: a.cookieTickS,
+      rcvWscale: a.rcvWscale,
+      resetBadAck: a.resetBadAck,
     });
   }
 
   /** @throws ShimError */
   start(): void {
+    const cfg = this.config;
     this.shim.start();
-    this.config.hosts.forEach((h, id) => this.shim.setHost(id, h));
-    this.schedule();
+    cfg.hosts.forEach((h, id) => this.shim.setHost(id, h));
+    if (cfg.routing.pools.length) {
+      if (!this.clusterKey) throw new Error('routing is configured but no cluster key was given');
+      const names = cfg.hosts.map((h) => h.name);
+      this.engine = new HandoffEngine({
+        shim: this.shim,
+        router: new Router(cfg.routing, names),
+        hosts: cfg.hosts.map((h, id) => ({ name: h.name, id, ip: h.ip, nexthopMac: h.nexthopMac, agentPort: h.agentPort })),
+        clusterKey: this.clusterKey,
+        blobPort: cfg.blob.port,
+        byteCap: cfg.classify.byteCap,
+        classifyTimeoutMs: cfg.classify.timeoutMs,
+        sender: { initialRtoMs: cfg.blob.initialRtoMs, maxRtoMs: cfg.blob.maxRtoMs, maxAttempts: cfg.blob.maxAttempts,
+          maxInFlightPerHost: cfg.blob.maxInFlightPerHost, fragmentSize: cfg.blob.fragmentSize },
+      });
+      this.running = this.engine.run();
+    } else {
+      this.scheduleDrain();
+    }
+    if (cfg.accept.cookieRotateS > 0) {
+      this.rotateTimer = setInterval(() => this.shim.rotateCookieSecret(crypto.randomBytes(16)),
+        cfg.accept.cookieRotateS * 1000);
+      this.rotateTimer.unref();
+    }
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
+    if (this.rotateTimer) clearInterval(this.rotateTimer);
     this.timer = undefined;
+    if (this.engine) {
+      this.engine.stop();
+      await this.running;
+    }
     this.shim.stop();
   }
 
-  private schedule(): void {
-    this.timer = setTimeout(() => this.drain(), this.pollMs);
+  private scheduleDrain(): void {
+    this.timer = setTimeout(() => this.drain(), 1);
     this.timer.unref();
   }
 
   private drain(): void {
-    // Until the classifier takes them (connection handoff), exceptions are counted here.
     let n: number;
     do {
       n = this.shim.exceptionBurst(this.burst);
       this.unhandledExceptions += n;
     } while (n === this.burst.capacity);
-    this.schedule();
+    this.scheduleDrain();
   }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ShimError } from '../offload';
 import { Balancer } from './balancer';
-import { ConfigError, loadBalancerConfig } from './config';
+import { ConfigError, loadBalancerConfig, loadClusterKey } from './config';
 import { formatCounters } from './format';
 
 /** Exit codes scripts can rely on. */
@@ -48,7 +48,8 @@ async function runLb(argv: string[]): Promise<number> {
   if (process.getuid?.() !== 0) {
     fail(EXIT.FAILURE, 'the balancer needs root (DPDK memory and devices); run it with sudo');
   }
-  const lb = new Balancer(cfg);
+  const clusterKey = cfg.routing.pools.length ? loadClusterKey(cfg, values.config) : undefined;
+  const lb = new Balancer(cfg, { clusterKey });
   lb.start();
   const ports = cfg.ports.map((p, i) => {
     const info = lb.shim.portInfo(i);
@@ -65,7 +66,10 @@ async function runLb(argv: string[]): Promise<number> {
   const print = () => {
     const c = lb.shim.counters();
     console.log(`\n[${new Date().toISOString()}] mappings ${lb.shim.mappingCount()}`);
-    console.log(formatCounters(c, { exceptions_unhandled: lb.unhandledExceptions }));
+    const extra: Record<string, number> = lb.engine
+      ? { ...lb.engine.stats, handoff_p50_us: Math.round(lb.engine.latency().p50 || 0) }
+      : { exceptions_unhandled: lb.unhandledExceptions };
+    console.log(formatCounters(c, extra));
   };
   const ticker = setInterval(print, cfg.statsIntervalMs);
   await new Promise<void>((resolve) => {
@@ -76,7 +80,7 @@ async function runLb(argv: string[]): Promise<number> {
   });
   clearInterval(ticker);
   print();
-  lb.stop();
+  await lb.stop();
   console.log('handoff: stopped');
   return EXIT.OK;
 }

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { RoutingSchema } from '../classifier/rules-schema';
 
 // One schema both validates config files and types them. docs/configuration.md
 // lists every key; keep the two together.
@@ -39,6 +40,36 @@ export const HostSchema = Type.Object({
   port: Type.Integer({ minimum: 0, maximum: 7, default: 0, description: 'balancer port index the host is reached through' }),
   nexthopMac: Mac,
   innerMac: Mac,
+  agentPort: Type.Integer({ minimum: 1, maximum: 65535, default: 4791, description: "the host agent's UDP port for blobs" }),
+}, { additionalProperties: false });
+
+export const ClusterKeySchema = Type.Object({
+  file: Type.Optional(Type.String({ minLength: 1, description: 'file holding the key (raw bytes, or hex/base64 text)' })),
+  env: Type.String({ default: 'HANDOFF_CLUSTER_KEY', description: 'environment variable holding the key as hex or base64' }),
+}, { additionalProperties: false });
+
+export const AcceptSchema = Type.Object({
+  capacity: Type.Integer({ minimum: 64, default: 65536, description: 'accepted, unclassified connections held at once' }),
+  maxBytes: Type.Integer({ minimum: 1024, maximum: 1073741824, default: 65535, description: 'bytes taken per connection before its window closes' }),
+  timeoutMs: Type.Integer({ minimum: 10, default: 10000, description: 'unclassified connections are reset after this' }),
+  cookieTickS: Type.Integer({ minimum: 1, maximum: 3600, default: 64, description: 'SYN cookie time step; a cookie is valid for two' }),
+  cookieRotateS: Type.Integer({ minimum: 0, default: 3600, description: 'replace the cookie secret this often (0: never)' }),
+  rcvWscale: Type.Integer({ minimum: 0, maximum: 14, default: 7 }),
+  resetBadAck: Type.Boolean({ default: false, description: 'answer ACKs with a bad cookie with RST instead of dropping them' }),
+}, { additionalProperties: false });
+
+export const ClassifySchema = Type.Object({
+  byteCap: Type.Integer({ minimum: 64, default: 16384, description: 'bytes after which an undecided connection goes to its default' }),
+  timeoutMs: Type.Integer({ minimum: 10, default: 3000, description: 'time after the first byte by which a connection is decided' }),
+}, { additionalProperties: false });
+
+export const BlobSchema = Type.Object({
+  port: Type.Integer({ minimum: 1, maximum: 65535, default: 4790, description: 'UDP port blob datagrams leave from' }),
+  initialRtoMs: Type.Number({ minimum: 0.1, default: 3 }),
+  maxRtoMs: Type.Number({ minimum: 1, default: 200 }),
+  maxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
+  maxInFlightPerHost: Type.Integer({ minimum: 1, default: 64 }),
+  fragmentSize: Type.Integer({ minimum: 64, maximum: 8940, default: 1400 }),
 }, { additionalProperties: false });
 
 export const LimitsSchema = Type.Object({
@@ -59,6 +90,11 @@ export const BalancerConfigSchema = Type.Object({
   vips: Type.Array(VipSchema, { maxItems: 64, default: [] }),
   hosts: Type.Array(HostSchema, { maxItems: 4096, default: [] }),
   limits: LimitsSchema,
+  routing: RoutingSchema,
+  clusterKey: ClusterKeySchema,
+  accept: AcceptSchema,
+  classify: ClassifySchema,
+  blob: BlobSchema,
   statsIntervalMs: Type.Integer({ minimum: 100, default: 2000, description: 'how often `handoff lb` prints counters' }),
 }, { additionalProperties: false });
 

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import YAML from 'yaml';
+import { validateRouting } from '../classifier/rules-schema';
 import { BalancerConfig, BalancerConfigSchema } from './config-schema';
 
 FormatRegistry.Set('ipv4', (v) => net.isIPv4(v));
@@ -36,7 +37,7 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
     throw new ConfigError(file, [{ path: '/', message: 'expected a mapping of keys' }]);
   }
   // Defaults for nested objects that may be omitted entirely.
-  const withObjects = { eal: {}, limits: {}, ...(doc as object) };
+  const withObjects = { eal: {}, limits: {}, routing: {}, clusterKey: {}, accept: {}, classify: {}, blob: {}, ...(doc as object) };
   const value = Value.Default(BalancerConfigSchema, structuredClone(withObjects));
   const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => {
     // A regex or format name means little to an operator; the description says what is meant.
@@ -59,6 +60,9 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
   for (const [key, v] of [['exceptionRingSize', cfg.limits.exceptionRingSize], ['txRingSize', cfg.limits.txRingSize]] as const) {
     if ((v & (v - 1)) !== 0) semantic.push({ path: `/limits/${key}`, message: `must be a power of two (got ${v})` });
   }
+  const routing = validateRouting(cfg.routing, cfg.hosts.map((h) => h.name), '/routing');
+  if (!routing.ok) semantic.push(...routing.problems);
+  else cfg.routing = routing.routing;
   if (semantic.length) throw new ConfigError(file, semantic);
   return cfg;
 }
@@ -98,4 +102,37 @@ export function ealArgs(cfg: BalancerConfig): string[] {
   if (e.pci.length) for (const p of e.pci) args.push('-a', p);
   else if (e.vdevs.length) args.push('--no-pci');
   return [...args, ...e.extraArgs];
+}
+
+/**
+ * The cluster key for blob authentication, from the configured file or
+ * environment variable. Never logged.
+ * @throws ConfigError naming /clusterKey when it is missing or too short.
+ */
+export function loadClusterKey(cfg: BalancerConfig, file = '<config>'): Buffer {
+  const decode = (text: string): Buffer => {
+    const t = text.trim();
+    if (/^[0-9a-fA-F]+$/.test(t) && t.length % 2 === 0) return Buffer.from(t, 'hex');
+    return Buffer.from(t, 'base64');
+  };
+  let key: Buffer | undefined;
+  let where: string;
+  if (cfg.clusterKey.file) {
+    where = `/clusterKey/file (${cfg.clusterKey.file})`;
+    try {
+      const raw = fs.readFileSync(cfg.clusterKey.file);
+      key = /^[\x20-\x7e\s]*$/.test(raw.toString('latin1')) ? decode(raw.toString('latin1')) : raw;
+    } catch (err) {
+      throw new ConfigError(file, [{ path: '/clusterKey/file', message: `cannot read: ${(err as Error).message}` }]);
+    }
+  } else {
+    where = `environment variable ${cfg.clusterKey.env}`;
+    const v = process.env[cfg.clusterKey.env];
+    if (v) key = decode(v);
+  }
+  if (!key || key.length < 16) {
+    throw new ConfigError(file, [{ path: cfg.clusterKey.file ? '/clusterKey/file' : '/clusterKey/env',
+      message: `no cluster key of at least 16 bytes in ${where} (hex or base64)` }]);
+  }
+  return key;
 }
