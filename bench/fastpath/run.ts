@@ -26,7 +26,7 @@ import { TCP_ACK, TCP_PSH, buildTcp, padFrame } from '../../src/net/packet';
 import { PcapWriter } from '../../src/net/pcap';
 import {
   CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort,
-  prng, threadCpuSeconds,
+  ensureHugepages, prng, threadCpuSeconds,
 } from './common';
 
 interface Options {
@@ -35,6 +35,7 @@ interface Options {
   seconds: number;
   rounds: number;
   memMb: number;
+  hugepages: boolean;
   testpmd: string;
   keepPcap: boolean;
 }
@@ -56,7 +57,7 @@ function intOption(name: string, env: string, def: number, min: number, max: num
 
 function parseOptions(): Options {
   for (const a of process.argv.slice(2)) {
-    if (!/^--(flows|packets|seconds|rounds|mem|testpmd)=.|^--keep-pcap$/.test(a)) {
+    if (!/^--(flows|packets|seconds|rounds|mem|testpmd)=.|^--keep-pcap$|^--no-hugepages$/.test(a)) {
       throw new BenchError(`unknown argument '${a}' (see the header of bench/fastpath/run.ts)`);
     }
   }
@@ -66,7 +67,9 @@ function parseOptions(): Options {
     packets: intOption('packets', 'FASTPATH_PACKETS', 65536, 1, 1 << 22),
     seconds: intOption('seconds', 'FASTPATH_SECONDS', 5, 1, 3600),
     rounds: intOption('rounds', 'FASTPATH_ROUNDS', 3, 1, 100),
-    memMb: intOption('mem', 'FASTPATH_MEM_MB', 3072, 256, 1 << 20),
+    memMb: intOption('mem', 'FASTPATH_MEM_MB', 1536, 256, 1 << 20),
+    // Hugepages unless refused (--no-hugepages / FASTPATH_HUGEPAGES=0) or not available.
+    hugepages: !process.argv.includes('--no-hugepages') && process.env.FASTPATH_HUGEPAGES !== '0',
     testpmd: flag ? flag.slice('--testpmd='.length) : (process.env.FASTPATH_TESTPMD || '/usr/bin/dpdk-testpmd'),
     keepPcap: process.argv.includes('--keep-pcap') || process.env.FASTPATH_KEEP_PCAP === '1',
   };
@@ -212,7 +215,7 @@ interface HandoffResult {
 
 async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
   const cfg: ChildConfig = {
-    pcap: pcap.file, flows: o.flows, seconds: o.seconds, warmupSeconds: 1, memMb: o.memMb, mbufs: mbufsFor(o.packets),
+    pcap: pcap.file, flows: o.flows, seconds: o.seconds, warmupSeconds: 1, memMb: o.memMb, mbufs: mbufsFor(o.packets), hugepages: o.hugepages,
   };
   const tail = new Tail();
   // silent: EAL's start-up chatter is kept for error messages, not shown.
@@ -304,7 +307,7 @@ async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
     throw new BenchError(`${o.testpmd} not found (Debian: apt-get install dpdk-dev; or set FASTPATH_TESTPMD)`);
   }
   const args = [
-    ...ealArgs(pcap.file, o.memMb), '--',
+    ...ealArgs(pcap.file, o.memMb, o.hugepages), '--',
     '--forward-mode=5tswap', '--port-topology=loop', '--nb-cores=1', '--rxq=1', '--txq=1', '--stats-period=1',
     `--total-num-mbufs=${mbufsFor(o.packets)}`,
     // Flushing would spin on the endless pcap RX for a second before starting.
@@ -401,6 +404,12 @@ async function main(): Promise<void> {
   const pcap = generatePcap(o);
   console.log(`fastpath: ${pcap.packets} packets (avg ${pcap.avgFrameBytes.toFixed(1)} B/frame) to ${VIP.ip}:${VIP.port}, ` +
     `drawn from ${o.flows} flows (${pcap.distinctFlows} distinct in the pcap); ${pcap.file} in ${Date.now() - tGen} ms`);
+  if (o.hugepages && !ensureHugepages(o.memMb + 128)) {
+    console.log('fastpath: hugepages unavailable (needs root); running with --no-huge (4 KiB pages: slower table lookups for both engines)');
+    o.hugepages = false;
+  }
+  if (!o.hugepages && o.memMb < 3072) o.memMb = 3072; // 4 KiB pages: an mbuf cannot cross one, so the pool doubles
+  console.log(`fastpath: ${o.hugepages ? '2 MiB hugepages' : 'no hugepages'}`);
   console.log(`fastpath: ${o.rounds} round(s) of ${o.seconds} s each, one forwarding core (lcore 1), pool ${mbufsFor(o.packets)} mbufs, -m ${o.memMb}`);
 
   const removePcap = () => { fs.rmSync(pcap.dir, { recursive: true, force: true }); };

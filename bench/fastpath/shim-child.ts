@@ -44,7 +44,7 @@ function encodeMappings(flows: number): Buffer {
 
 async function main(cfg: ChildConfig): Promise<void> {
   const shim = new Shim({
-    eal: ealArgs(cfg.pcap, cfg.memMb),
+    eal: ealArgs(cfg.pcap, cfg.memMb, cfg.hugepages),
     // The pcap PMD cannot change its MAC: the frames are addressed to its own (LB.mac).
     ports: [{ device: PCAP_DEVICE, ip: LB.ip }],
     vips: [{ ip: VIP.ip, port: VIP.port }],
