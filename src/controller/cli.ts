@@ -60,8 +60,13 @@ async function runLb(argv: string[]): Promise<number> {
   for (const v of cfg.vips) console.log(`  VIP ${v.ip}:${v.port}/${v.proto}`);
   const tap = cfg.eal.vdevs.map((v) => /^net_tap\d*,.*iface=([^,]+)/.exec(v)?.[1]).find(Boolean);
   if (tap) {
-    console.log(`  kernel side of the TAP device: ${tap}. To see ARP answered, in another shell:`);
-    console.log(`    ip link set ${tap} up && ip addr add 198.18.0.1/24 dev ${tap} && ping -c 2 ${cfg.ports[0].ip}`);
+    const vip = cfg.vips[0];
+    console.log(`  kernel side of the TAP device: ${tap}. To send it a connection, in another shell:`);
+    console.log(`    ip link set ${tap} up && ip addr add 198.18.0.1/24 dev ${tap}` +
+      (vip ? ` && curl -m 3 http://${vip.ip}:${vip.port}/` : ''));
+    if (!hasRouting(cfg)) {
+      console.log('  (no routing in this configuration: the handshake and request are taken and counted, no host answers)');
+    }
   }
   const print = () => {
     const c = lb.shim.counters();
@@ -83,6 +88,10 @@ async function runLb(argv: string[]): Promise<number> {
   await lb.stop();
   console.log('handoff: stopped');
   return EXIT.OK;
+}
+
+function hasRouting(cfg: { routing: { pools: unknown[] } }): boolean {
+  return cfg.routing.pools.length > 0;
 }
 
 function runCheckConfig(argv: string[]): number {
