@@ -5,6 +5,7 @@ import { ShimError } from '../offload';
 import { Balancer } from './balancer';
 import { ConfigError, loadBalancerConfig, loadClusterKey } from './config';
 import { formatCounters } from './format';
+import { createHost, loadHostConfig } from '../host';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
@@ -16,6 +17,7 @@ Usage: handoff <command> [options]
 
 Commands:
   lb --config FILE        run a balancer
+  host --config FILE      run a host agent (receives and injects connections)
   check-config FILE       validate a balancer configuration and exit
   help [COMMAND]          show help
 
@@ -25,6 +27,13 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid configuration.`,
 Runs the balancer described by FILE (YAML) and prints its counters every
 statsIntervalMs. Stops on Ctrl-C or SIGTERM, or after --duration seconds.
 Needs root (DPDK).`,
+  host: `Usage: handoff host --config FILE [--duration SECONDS]
+
+Runs a host agent: receives connection blobs on its UDP port, injects each
+connection with TCP_REPAIR and hands it to the configured app (the built-in
+demo HTTP app, or forward to a local upstream). Sets up the VXLAN device, the
+VIPs on lo and the sysctls it needs, and removes what it created on exit.
+Needs root (CAP_NET_ADMIN).`,
   'check-config': `Usage: handoff check-config FILE
 
 Validates FILE. On an error, prints each key path and what was expected, and
@@ -90,6 +99,32 @@ async function runLb(argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
+async function runHost(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: {
+    config: { type: 'string', short: 'c' }, duration: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  } });
+  if (values.help) return (console.log(HELP.host), EXIT.OK);
+  if (!values.config) fail(EXIT.USAGE, 'host needs --config FILE (see handoff host --help)');
+  const cfg = loadHostConfig(values.config);
+  const clusterKey = loadClusterKey(cfg, values.config);
+  const host = await createHost({
+    port: cfg.listen.port, address: cfg.listen.address, clusterKey, vips: cfg.vips, balancers: cfg.balancers,
+    maxAgeMs: cfg.maxBlobAgeMs, network: cfg.network,
+    app: cfg.app.kind === 'demo' ? { kind: 'demo', name: cfg.name } : cfg.app,
+  });
+  host.agent.on('error', (err) => console.error(`handoff host: ${err.message}`));
+  console.log(`handoff: host agent '${cfg.name}' on udp ${cfg.listen.address}:${host.port}, VXLAN device ${host.network?.device ?? '-'} ${host.network?.mac ?? ''}`);
+  console.log(`  serving ${cfg.vips.map((v) => `${v.ip}:${v.port}`).join(', ')} with the ${cfg.app.kind} app`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+    if (values.duration) setTimeout(resolve, Number(values.duration) * 1000);
+  });
+  console.log(JSON.stringify({ stats: host.agent.stats, injectUs: host.agent.injectTime(), forward: host.forward }));
+  host.close();
+  return EXIT.OK;
+}
+
 function hasRouting(cfg: { routing: { pools: unknown[] } }): boolean {
   return cfg.routing.pools.length > 0;
 }
@@ -107,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'lb': return runLb(rest);
+    case 'host': return runHost(rest);
     case 'check-config': return runCheckConfig(rest);
     case undefined: case 'help': case '--help': case '-h':
       console.log(HELP[rest[0] ?? 'main'] ?? HELP.main);

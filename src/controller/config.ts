@@ -109,7 +109,7 @@ export function ealArgs(cfg: BalancerConfig): string[] {
  * environment variable. Never logged.
  * @throws ConfigError naming /clusterKey when it is missing or too short.
  */
-export function loadClusterKey(cfg: BalancerConfig, file = '<config>'): Buffer {
+export function loadClusterKey(cfg: { clusterKey: { file?: string; env: string } }, file = "<config>"): Buffer {
   const decode = (text: string): Buffer => {
     const t = text.trim();
     if (/^[0-9a-fA-F]+$/.test(t) && t.length % 2 === 0) return Buffer.from(t, 'hex');

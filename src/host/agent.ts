@@ -1,0 +1,187 @@
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import {
+  BlobError, decodeBlob, Reassembler, ReplayWindow, Status, statusForBlobError,
+} from '../transfer';
+import type { ConnectionBlob } from '../transfer';
+import { InjectError, injectConnection } from './repair';
+
+export interface HostAgentOptions {
+  /** UDP port for blobs. Default 4791. */
+  port?: number;
+  /** Address to bind. Default 0.0.0.0. */
+  address?: string;
+  /** HMAC-SHA256 key shared with the balancers (16 bytes or more). */
+  clusterKey: Buffer;
+  /** The VIP services this host serves; blobs for others are refused. */
+  vips: ReadonlyArray<{ ip: string; port: number }>;
+  /** Balancer addresses allowed to send blobs; empty allows any (the MAC still authenticates). */
+  balancers?: readonly string[];
+  /** Oldest blob accepted, ms. Default 5000. */
+  maxAgeMs?: number;
+  /** Replace the injection (tests). Default: TCP_REPAIR through the kernel. */
+  inject?: (blob: ConnectionBlob) => net.Socket;
+}
+
+/** Why blobs were refused, and what was done: every blob ends in one counter. */
+export interface HostAgentStats {
+  datagrams: number;
+  datagramsDropped: number;
+  blobs: number;
+  injected: number;
+  duplicates: number;
+  refusedMac: number;
+  refusedStale: number;
+  refusedReplay: number;
+  refusedSchema: number;
+  refusedVip: number;
+  refusedSender: number;
+  injectFailed: number;
+  closed: number;
+}
+
+export interface InjectedFlow {
+  flowId: number;
+  blob: ConnectionBlob;
+  socket: net.Socket;
+  /** Nanoseconds from the blob being complete to the socket being ready. */
+  injectNs: bigint;
+}
+
+export interface HostAgentEvents {
+  connection: [socket: net.Socket, flow: InjectedFlow];
+  error: [err: Error];
+}
+
+/**
+ * The host agent (the claim's "second device", steps C6, C9, C11): receives
+ * blob datagrams, reassembles and verifies them, injects each connection once
+ * into this host's kernel, answers ACKs and a final ACK, and hands the socket
+ * to the application as a 'connection' event.
+ */
+export class HostAgent extends EventEmitter<HostAgentEvents> {
+  readonly stats: HostAgentStats = {
+    datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
+    refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
+  };
+  /** Flow ID to its connection, while the socket is open (C11). */
+  readonly flows = new Map<number, InjectedFlow>();
+  private readonly sock: dgram.Socket;
+  private readonly reasm = new Reassembler();
+  private readonly replay: ReplayWindow;
+  private readonly vips: Set<string>;
+  private readonly balancers: Set<string>;
+  private readonly inject: (blob: ConnectionBlob) => net.Socket;
+  private readonly injectTimes: bigint[] = [];
+
+  constructor(private readonly opts: HostAgentOptions) {
+    super();
+    if (!Buffer.isBuffer(opts.clusterKey) || opts.clusterKey.length < 16) {
+      throw Object.assign(new Error('clusterKey must be a Buffer of at least 16 bytes'), { code: 'ERR_HOST_CLUSTER_KEY' });
+    }
+    this.replay = new ReplayWindow({ maxAgeMs: opts.maxAgeMs ?? 5000 });
+    this.vips = new Set(opts.vips.map((v) => `${v.ip}:${v.port}`));
+    this.balancers = new Set(opts.balancers ?? []);
+    this.inject = opts.inject ?? ((blob) => injectConnection(blob).socket);
+    this.sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+    this.sock.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+    this.sock.on('error', (err) => this.emit('error', err));
+  }
+
+  /** Bind the blob port. @returns the bound port. */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.sock.once('error', reject);
+      this.sock.bind(this.opts.port ?? 4791, this.opts.address ?? '0.0.0.0', () => {
+        this.sock.off('error', reject);
+        resolve(this.sock.address().port);
+      });
+    });
+  }
+
+  close(): void {
+    this.sock.close();
+    for (const f of this.flows.values()) f.socket.destroy();
+    this.flows.clear();
+  }
+
+  /** Median and p99 injection time (blob complete to socket ready), microseconds. */
+  injectTime(): { count: number; p50: number; p99: number } {
+    const s = [...this.injectTimes].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    if (!s.length) return { count: 0, p50: NaN, p99: NaN };
+    const at = (q: number) => Number(s[Math.min(s.length - 1, Math.floor(s.length * q))]) / 1000;
+    return { count: s.length, p50: at(0.5), p99: at(0.99) };
+  }
+
+  private reply(buf: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.sock.send(buf, rinfo.port, rinfo.address);
+  }
+
+  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.stats.datagrams++;
+    if (this.balancers.size && !this.balancers.has(rinfo.address)) {
+      this.stats.refusedSender++;
+      return;
+    }
+    const r = this.reasm.receive({ ip: rinfo.address, port: rinfo.port }, msg, Date.now());
+    switch (r.kind) {
+      case 'dropped':
+        this.stats.datagramsDropped++;
+        return;
+      case 'partial':
+      case 'refused':
+        return this.reply(r.reply, rinfo);
+      case 'already-complete':
+        // A retransmission after we finished: the same final answer, never a second injection.
+        this.stats.duplicates++;
+        return this.reply(r.reply, rinfo);
+      case 'complete': {
+        this.reply(r.reply, rinfo);
+        this.stats.blobs++;
+        const status = this.accept(r.blob);
+        this.reply(this.reasm.finish(r.ref, status), rinfo);
+      }
+    }
+  }
+
+  /** Verify, inject, hand over. @returns the final status for the balancer. */
+  private accept(buf: Buffer): number {
+    const t0 = process.hrtime.bigint();
+    let blob: ConnectionBlob;
+    try {
+      blob = decodeBlob(buf, this.opts.clusterKey, { replay: this.replay, maxAgeMs: this.opts.maxAgeMs });
+    } catch (err) {
+      const code = err instanceof BlobError ? err.code : 'ERR_BLOB_SCHEMA';
+      if (code === 'ERR_BLOB_MAC') this.stats.refusedMac++;
+      else if (code === 'ERR_BLOB_STALE') this.stats.refusedStale++;
+      else if (code === 'ERR_BLOB_REPLAY') this.stats.refusedReplay++;
+      else this.stats.refusedSchema++;
+      return err instanceof BlobError ? statusForBlobError(err.code) : Status.INTERNAL;
+    }
+    if (!this.vips.has(`${blob.vip}:${blob.vipPort}`)) {
+      this.stats.refusedVip++;
+      return Status.WRONG_VIP;
+    }
+    let socket: net.Socket;
+    try {
+      socket = this.inject(blob);
+    } catch (err) {
+      this.stats.injectFailed++;
+      this.emit('error', err instanceof InjectError ? err : new Error(String(err)));
+      return Status.INJECT_FAILED;
+    }
+    const injectNs = process.hrtime.bigint() - t0;
+    if (this.injectTimes.length >= 65536) this.injectTimes.shift();
+    this.injectTimes.push(injectNs);
+    const flow: InjectedFlow = { flowId: blob.flowId, blob, socket, injectNs };
+    this.flows.set(blob.flowId, flow);
+    socket.once('close', () => {
+      if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
+      this.stats.closed++;
+    });
+    this.stats.injected++;
+    this.emit('connection', socket, flow);
+    return Status.OK;
+  }
+}

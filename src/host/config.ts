@@ -1,0 +1,60 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import { FormatRegistry, Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import YAML from 'yaml';
+import { ConfigError, type ConfigProblem } from '../controller/config';
+import { ClusterKeySchema } from '../controller/config-schema';
+
+if (!FormatRegistry.Has('ipv4')) FormatRegistry.Set('ipv4', (v) => net.isIPv4(v));
+const Ipv4 = Type.String({ format: 'ipv4', description: 'dotted-quad IPv4 address' });
+
+export const HostConfigSchema = Type.Object({
+  name: Type.String({ minLength: 1, default: 'host', description: 'shown by the demo app' }),
+  listen: Type.Object({
+    address: Type.String({ default: '0.0.0.0' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535, default: 4791 }),
+  }, { additionalProperties: false, default: {} }),
+  clusterKey: ClusterKeySchema,
+  vips: Type.Array(Type.Object({ ip: Ipv4, port: Type.Integer({ minimum: 1, maximum: 65535 }) },
+    { additionalProperties: false }), { minItems: 1 }),
+  balancers: Type.Array(Ipv4, { default: [], description: 'balancer addresses allowed to send blobs; empty: any' }),
+  maxBlobAgeMs: Type.Integer({ minimum: 100, default: 5000 }),
+  network: Type.Object({
+    device: Type.String({ default: 'vx0' }),
+    create: Type.Boolean({ default: true, description: 'create what is missing (else only check)' }),
+    cleanup: Type.Boolean({ default: true, description: 'remove on exit what was created' }),
+  }, { additionalProperties: false, default: {} }),
+  app: Type.Union([
+    Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
+    Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) }) },
+      { additionalProperties: false }),
+  ], { default: { kind: 'demo' } }),
+}, { additionalProperties: false });
+
+export type HostConfig = Static<typeof HostConfigSchema>;
+
+/** @throws ConfigError with key paths */
+export function parseHostConfig(doc: unknown, file = '<config>'): HostConfig {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(file, [{ path: '/', message: 'expected a mapping of keys' }]);
+  }
+  const value = Value.Default(HostConfigSchema, structuredClone({ clusterKey: {}, ...(doc as object) }));
+  const problems: ConfigProblem[] = [...Value.Errors(HostConfigSchema, value)].map((e) => ({
+    path: e.path, message: e.value !== undefined && typeof e.value !== 'object' ? `${e.message} (got ${JSON.stringify(e.value)})` : e.message,
+  }));
+  if (problems.length) throw new ConfigError(file, problems);
+  return value as HostConfig;
+}
+
+export function loadHostConfig(file: string): HostConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '/', message: `cannot read: ${(err as Error).message}` }]);
+  }
+  const doc = YAML.parseDocument(text);
+  if (doc.errors.length) throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
+  return parseHostConfig(doc.toJS(), file);
+}

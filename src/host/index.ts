@@ -1,0 +1,6 @@
+export * from './agent';
+export * from './apps';
+export * from './config';
+export * from './create-host';
+export * from './netsetup';
+export * from './repair';
