@@ -82,6 +82,21 @@ export class Balancer {
     }
   }
 
+  /** Everything `handoff status` shows. */
+  status(): Record<string, unknown> {
+    const c = this.shim.counters();
+    return {
+      ports: this.config.ports.map((p, i) => ({ device: p.device, ...this.shim.portInfo(i) })),
+      vips: this.config.vips,
+      hosts: this.config.hosts.map((h) => ({ name: h.name, ip: h.ip, handoffs: this.engine?.perHost.get(h.name) ?? 0 })),
+      mappings: this.shim.mappingCount(),
+      counters: c.total,
+      workers: c.workers.length,
+      engine: this.engine ? { ...this.engine.stats, latencyUs: this.engine.latency(), transfers: this.engine.sender.stats } : null,
+      unhandledExceptions: this.unhandledExceptions,
+    };
+  }
+
   async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     if (this.rotateTimer) clearInterval(this.rotateTimer);

@@ -6,6 +6,7 @@ import { Balancer } from './balancer';
 import { ConfigError, loadBalancerConfig, loadClusterKey } from './config';
 import { formatCounters } from './format';
 import { createHost, loadHostConfig } from '../host';
+import { ControlServer, fetchStatus } from './control';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
@@ -18,6 +19,8 @@ Usage: handoff <command> [options]
 Commands:
   lb --config FILE        run a balancer
   host --config FILE      run a host agent (receives and injects connections)
+  status [--socket PATH]  show a running balancer's state
+  demo                    the demo topology: a balancer and two hosts (npm start)
   check-config FILE       validate a balancer configuration and exit
   help [COMMAND]          show help
 
@@ -34,6 +37,16 @@ connection with TCP_REPAIR and hands it to the configured app (the built-in
 demo HTTP app, or forward to a local upstream). Sets up the VXLAN device, the
 VIPs on lo and the sysctls it needs, and removes what it created on exit.
 Needs root (CAP_NET_ADMIN).`,
+  status: `Usage: handoff status [--socket PATH] [--json]
+
+Shows a running balancer's hosts, handoffs and counters, asked over its
+control socket (default /run/handoff/lb.sock; the config's control.socket).`,
+  demo: `Usage: handoff demo
+
+Builds the test topology (namespaces handoff-lb, handoff-host1, handoff-host2
+on the bridge handoff-br), starts a balancer and two host agents, prints the
+VIP's URL and a live table. curl the VIP from this shell. Ctrl-C (or SIGTERM)
+tears it all down. Needs root.`,
   'check-config': `Usage: handoff check-config FILE
 
 Validates FILE. On an error, prints each key path and what was expected, and
@@ -60,6 +73,8 @@ async function runLb(argv: string[]): Promise<number> {
   const clusterKey = cfg.routing.pools.length ? loadClusterKey(cfg, values.config) : undefined;
   const lb = new Balancer(cfg, { clusterKey });
   lb.start();
+  const control = new ControlServer(cfg.control.socket, () => lb.status());
+  await control.listen();
   const ports = cfg.ports.map((p, i) => {
     const info = lb.shim.portInfo(i);
     return `port ${i}: ${p.device} ${info.ip} ${info.mac} mtu ${info.mtu}`;
@@ -85,7 +100,8 @@ async function runLb(argv: string[]): Promise<number> {
       : { exceptions_unhandled: lb.unhandledExceptions };
     console.log(formatCounters(c, extra));
   };
-  const ticker = setInterval(print, cfg.statsIntervalMs);
+  console.log(`  status: handoff status --socket ${cfg.control.socket}`);
+  const ticker = setInterval(print, cfg.statsIntervalMs || 2 ** 30);
   await new Promise<void>((resolve) => {
     const done = () => resolve();
     process.once('SIGINT', done);
@@ -93,7 +109,8 @@ async function runLb(argv: string[]): Promise<number> {
     if (duration) setTimeout(done, duration * 1000);
   });
   clearInterval(ticker);
-  print();
+  if (cfg.statsIntervalMs) print();
+  control.close();
   await lb.stop();
   console.log('handoff: stopped');
   return EXIT.OK;
@@ -113,6 +130,11 @@ async function runHost(argv: string[]): Promise<number> {
     app: cfg.app.kind === 'demo' ? { kind: 'demo', name: cfg.name } : cfg.app,
   });
   host.agent.on('error', (err) => console.error(`handoff host: ${err.message}`));
+  const control = new ControlServer(cfg.control.socket, () => ({
+    name: cfg.name, stats: host.agent.stats, flows: host.agent.flows.size, injectUs: host.agent.injectTime(),
+    served: host.served, forward: host.forward,
+  }));
+  await control.listen();
   console.log(`handoff: host agent '${cfg.name}' on udp ${cfg.listen.address}:${host.port}, VXLAN device ${host.network?.device ?? '-'} ${host.network?.mac ?? ''}`);
   console.log(`  serving ${cfg.vips.map((v) => `${v.ip}:${v.port}`).join(', ')} with the ${cfg.app.kind} app`);
   await new Promise<void>((resolve) => {
@@ -121,7 +143,33 @@ async function runHost(argv: string[]): Promise<number> {
     if (values.duration) setTimeout(resolve, Number(values.duration) * 1000);
   });
   console.log(JSON.stringify({ stats: host.agent.stats, injectUs: host.agent.injectTime(), forward: host.forward }));
+  control.close();
   host.close();
+  return EXIT.OK;
+}
+
+async function runStatus(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: {
+    socket: { type: 'string', short: 's', default: '/run/handoff/lb.sock' }, json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  } });
+  if (values.help) return (console.log(HELP.status), EXIT.OK);
+  let st: Record<string, any>;
+  try {
+    st = await fetchStatus(values.socket!);
+  } catch (err) {
+    fail(EXIT.FAILURE, `no balancer answers on ${values.socket}: ${(err as Error).message}`);
+  }
+  if (values.json) return (console.log(JSON.stringify(st, null, 2)), EXIT.OK);
+  console.log(`mappings ${st.mappings}, workers ${st.workers}`);
+  for (const h of st.hosts ?? []) console.log(`  host ${h.name.padEnd(12)} ${h.ip.padEnd(15)} handoffs ${h.handoffs}`);
+  if (st.engine) {
+    const e = st.engine;
+    console.log(`  handoffs started ${e.handoffsStarted} completed ${e.handoffsCompleted} failed ${e.handoffsFailed} ` +
+      `failovers ${e.failovers} resets ${e.resets}; latency p50 ${Math.round(e.latencyUs.p50 ?? 0)} us p99 ${Math.round(e.latencyUs.p99 ?? 0)} us`);
+  }
+  const nz = Object.entries(st.counters ?? {}).filter(([, v]) => v !== 0);
+  for (const [k, v] of nz) console.log(`  ${k.padEnd(28)} ${v}`);
   return EXIT.OK;
 }
 
@@ -143,6 +191,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'lb': return runLb(rest);
     case 'host': return runHost(rest);
+    case 'status': return runStatus(rest);
+    case 'demo': return (await import('./demo')).runDemo(rest);
     case 'check-config': return runCheckConfig(rest);
     case undefined: case 'help': case '--help': case '-h':
       console.log(HELP[rest[0] ?? 'main'] ?? HELP.main);

@@ -95,7 +95,10 @@ export const BalancerConfigSchema = Type.Object({
   accept: AcceptSchema,
   classify: ClassifySchema,
   blob: BlobSchema,
-  statsIntervalMs: Type.Integer({ minimum: 100, default: 2000, description: 'how often `handoff lb` prints counters' }),
+  statsIntervalMs: Type.Integer({ minimum: 0, default: 2000, description: 'how often `handoff lb` prints counters (0: never)' }),
+  control: Type.Object({
+    socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status`' }),
+  }, { additionalProperties: false }),
 }, { additionalProperties: false });
 
 export type BalancerConfig = Static<typeof BalancerConfigSchema>;

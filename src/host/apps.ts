@@ -6,10 +6,17 @@ import net from 'node:net';
  * `GET /bytes/N` returns N bytes where byte i is i % 251, so a client can
  * check a large response.
  */
-export function createDemoServer(name: string): http.Server {
+export interface DemoServer extends http.Server {
+  /** Requests answered and body bytes written. */
+  served: { requests: number; bytes: number };
+}
+
+export function createDemoServer(name: string): DemoServer {
   const pattern = Buffer.alloc(251 * 256);
   for (let i = 0; i < pattern.length; i++) pattern[i] = i % 251;
-  return http.createServer((req, res) => {
+  const served = { requests: 0, bytes: 0 };
+  const server = http.createServer((req, res) => {
+    served.requests++;
     const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
     if (m) {
       const n = Number(m[1]);
@@ -23,14 +30,19 @@ export function createDemoServer(name: string): http.Server {
         while (sent < n) {
           const chunk = pattern.subarray(0, Math.min(pattern.length, n - sent)); // pattern length is a multiple of 251
           sent += chunk.length;
+          served.bytes += chunk.length;
           if (!res.write(chunk)) return void res.once('drain', more);
         }
         res.end();
       };
       return more();
     }
-    res.writeHead(200, { 'content-type': 'text/plain' }).end(`served by ${name}\n`);
-  });
+    const body = `served by ${name}\n`;
+    served.bytes += body.length;
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(body);
+  }) as DemoServer;
+  server.served = served;
+  return server;
 }
 
 export interface ForwardStats {

@@ -20,6 +20,9 @@ export const HostConfigSchema = Type.Object({
     { additionalProperties: false }), { minItems: 1 }),
   balancers: Type.Array(Ipv4, { default: [], description: 'balancer addresses allowed to send blobs; empty: any' }),
   maxBlobAgeMs: Type.Integer({ minimum: 100, default: 5000 }),
+  control: Type.Object({
+    socket: Type.String({ minLength: 1, default: '/run/handoff/host.sock', description: 'UNIX socket for status' }),
+  }, { additionalProperties: false, default: {} }),
   network: Type.Object({
     device: Type.String({ default: 'vx0' }),
     create: Type.Boolean({ default: true, description: 'create what is missing (else only check)' }),

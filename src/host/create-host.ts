@@ -15,6 +15,8 @@ export interface RunningHost {
   agent: HostAgent;
   network?: HostNetwork;
   forward?: ForwardStats;
+  /** Demo app: requests answered and bytes served. */
+  served?: { requests: number; bytes: number };
   port: number;
   close(): void;
 }
@@ -31,9 +33,11 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   }
   const agent = new HostAgent(o);
   let forward: ForwardStats | undefined;
+  let served: { requests: number; bytes: number } | undefined;
   let closeApp = () => {};
   if (o.app.kind === 'demo') {
     const server = createDemoServer(o.app.name);
+    served = server.served;
     agent.on('connection', (s) => server.emit('connection', s));
     closeApp = () => server.close();
   } else if (o.app.kind === 'forward') {
@@ -45,7 +49,7 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   }
   const port = await agent.listen();
   return {
-    agent, network, forward, port,
+    agent, network, forward, served, port,
     close() {
       agent.close();
       closeApp();

@@ -102,6 +102,9 @@
 // tcp_v4_connect), and nothing recomputes it until the path MTU changes. So
 // TCP_MAXSEG = blob.mss is also set before connect (user_mss becomes the
 // clamp tcp_connect_init uses): segments are full-sized from the first one.
+// TCP_MAXSEG only takes 88..32767: a smaller MSS (the blob allows 48) is left
+// to the 536 default clamp and the option's mss_clamp; a larger one (loopback
+// MTUs) is capped at 32767.
 import net from 'node:net';
 import type { ConnectionBlob } from '../transfer/blob';
 import {
@@ -109,14 +112,25 @@ import {
   SO_REUSEADDR, SO_REUSEPORT, TCPOPT_MSS, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WINDOW,
   TCP_MAXSEG, TCP_QUEUE_SEQ, TCP_RECV_QUEUE, TCP_REPAIR, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP,
   TCP_REPAIR_ON, TCP_REPAIR_OPTIONS, TCP_REPAIR_QUEUE, TCP_REPAIR_WINDOW, TCP_SEND_QUEUE,
-  TCP_TIMESTAMP, errnoName, intOpt, libc, optionName, sockaddrIn, u32Struct,
+  TCP_TIMESTAMP, errnoName, libc, optionName, sockaddrIn,
 } from './libc';
 
 const EPERM = 1;
 const EACCES = 13;
 const EADDRNOTAVAIL = 99;
-/** The kernel's smallest TCP_MAXSEG (TCP_MIN_MSS); the blob allows down to 48. */
+/** TCP_MAXSEG's range in the kernel (TCP_MIN_MSS..MAX_TCP_WINDOW); the blob's MSS is 48..65535. */
 const TCP_MIN_MSS = 88;
+const MAX_TCP_MAXSEG = 32767;
+
+// Option values are passed through these (host byte order, typed arrays wrap
+// around like the kernel's u32/int). Safe to share: each setsockopt copies
+// its argument before returning, and injection is synchronous.
+const INT = new Int32Array(1);
+const INT_BUF = Buffer.from(INT.buffer);
+const OPTS = new Uint32Array(8);
+const OPTS_BUF = Buffer.from(OPTS.buffer);
+const WIN = new Uint32Array(5);
+const WIN_BUF = Buffer.from(WIN.buffer);
 
 export type InjectErrorCode =
   /** The blob's fields contradict each other or name a VIP this host does not serve. */
@@ -218,8 +232,15 @@ export function injectConnectionFd(blob: ConnectionBlob, opts: InjectOptions = {
       `inject ${blob.clientIp}:${blob.clientPort} -> ${blob.vip}:${blob.vipPort}: ${what}${errno ? `: ${errnoName(errno)}` : ''}`,
       { syscall, option, errno: errno || undefined });
   };
-  const set = (level: number, optname: number, value: Buffer, permissionOnEperm = false): void => {
-    if (c.setsockopt(fd, level, optname, value, value.length) === 0) return;
+  const set = (level: number, optname: number, value: number | Buffer, permissionOnEperm = false): void => {
+    let buf: Buffer;
+    if (typeof value === 'number') {
+      INT[0] = value;
+      buf = INT_BUF;
+    } else {
+      buf = value;
+    }
+    if (c.setsockopt(fd, level, optname, buf, buf.length) === 0) return;
     const errno = c.errno();
     const option = optionName(level, optname);
     if (permissionOnEperm && (errno === EPERM || errno === EACCES)) {
@@ -228,41 +249,47 @@ export function injectConnectionFd(blob: ConnectionBlob, opts: InjectOptions = {
     fail('ERR_INJECT_SETSOCKOPT', 'setsockopt', `setsockopt ${option}`, errno, option);
   };
 
-  set(SOL_TCP, TCP_REPAIR, intOpt(TCP_REPAIR_ON), true);
-  if (opts.transparent) set(SOL_IP, IP_TRANSPARENT, intOpt(1), true);
-  else set(SOL_IP, IP_FREEBIND, intOpt(1));
+  set(SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON, true);
+  if (opts.transparent) set(SOL_IP, IP_TRANSPARENT, 1, true);
+  else set(SOL_IP, IP_FREEBIND, 1);
   if (c.bind(fd, sockaddrIn(blob.vip, blob.vipPort), 16) !== 0) {
     const errno = c.errno();
     fail(errno === EACCES ? 'ERR_INJECT_PERMISSION' : 'ERR_INJECT_BIND', 'bind', `bind ${blob.vip}:${blob.vipPort}`, errno);
   }
-  set(SOL_TCP, TCP_REPAIR_QUEUE, intOpt(TCP_SEND_QUEUE));
-  set(SOL_TCP, TCP_QUEUE_SEQ, intOpt(blob.sndNxt));
-  set(SOL_TCP, TCP_REPAIR_QUEUE, intOpt(TCP_RECV_QUEUE));
-  set(SOL_TCP, TCP_QUEUE_SEQ, intOpt(blob.irs + 1));
-  if (blob.mss >= TCP_MIN_MSS) set(SOL_TCP, TCP_MAXSEG, intOpt(blob.mss));
+  set(SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+  set(SOL_TCP, TCP_QUEUE_SEQ, blob.sndNxt);
+  set(SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
+  set(SOL_TCP, TCP_QUEUE_SEQ, blob.irs + 1);
+  if (blob.mss >= TCP_MIN_MSS) set(SOL_TCP, TCP_MAXSEG, Math.min(blob.mss, MAX_TCP_MAXSEG));
   if (c.connect(fd, sockaddrIn(blob.clientIp, blob.clientPort), 16) !== 0) {
     const errno = c.errno();
     fail('ERR_INJECT_CONNECT', 'connect', errno === EADDRNOTAVAIL
       ? 'connect in repair mode (this 4-tuple is already in use here)' : 'connect in repair mode', errno);
   }
-  const opt: number[] = [TCPOPT_MSS, blob.mss, TCPOPT_WINDOW, (blob.sndWscale | (blob.rcvWscale << 16)) >>> 0];
-  if (blob.sackOk) opt.push(TCPOPT_SACK_PERM, 0);
-  if (blob.tsOk) opt.push(TCPOPT_TIMESTAMP, 0);
-  set(SOL_TCP, TCP_REPAIR_OPTIONS, u32Struct(...opt));
-  if (blob.tsOk) set(SOL_TCP, TCP_TIMESTAMP, intOpt(timestampValue(blob, opts.now ?? Date.now())));
+  // struct tcp_repair_opt { u32 opt_code; u32 opt_val; }[]
+  let n = 0;
+  OPTS[n++] = TCPOPT_MSS; OPTS[n++] = blob.mss;
+  OPTS[n++] = TCPOPT_WINDOW; OPTS[n++] = blob.sndWscale | (blob.rcvWscale << 16);
+  if (blob.sackOk) { OPTS[n++] = TCPOPT_SACK_PERM; OPTS[n++] = 0; }
+  if (blob.tsOk) { OPTS[n++] = TCPOPT_TIMESTAMP; OPTS[n++] = 0; }
+  set(SOL_TCP, TCP_REPAIR_OPTIONS, OPTS_BUF.subarray(0, n * 4));
+  if (blob.tsOk) set(SOL_TCP, TCP_TIMESTAMP, timestampValue(blob, opts.now ?? Date.now()));
   const data = blob.data;
   if (data && data.length > 0) {
     // TCP_REPAIR_QUEUE is still TCP_RECV_QUEUE (step 5).
-    const n = c.send(fd, data, data.length, 0);
-    if (n !== data.length) {
-      fail('ERR_INJECT_QUEUE', 'send', n >= 0 ? `receive queue took ${n} of ${data.length} bytes` : `receive queue (${data.length} bytes)`,
-        n >= 0 ? 0 : c.errno());
+    const queued = c.send(fd, data, data.length, 0);
+    if (queued !== data.length) {
+      fail('ERR_INJECT_QUEUE', 'send',
+        queued >= 0 ? `receive queue took ${queued} of ${data.length} bytes` : `receive queue (${data.length} bytes)`,
+        queued >= 0 ? 0 : c.errno());
     }
   }
-  set(SOL_TCP, TCP_REPAIR_WINDOW, u32Struct(blob.rcvNxt - 1, blob.sndWnd, blob.sndWnd, blob.rcvWnd, blob.rcvNxt));
-  set(SOL_TCP, TCP_REPAIR, intOpt(opts.windowProbe === false ? TCP_REPAIR_OFF_NO_WP : TCP_REPAIR_OFF));
-  if (opts.reuseAddr !== false) set(SOL_SOCKET, SO_REUSEADDR, intOpt(1));
-  if (opts.reusePort) set(SOL_SOCKET, SO_REUSEPORT, intOpt(1));
+  // struct tcp_repair_window { u32 snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup; }
+  WIN[0] = blob.rcvNxt - 1; WIN[1] = blob.sndWnd; WIN[2] = blob.sndWnd; WIN[3] = blob.rcvWnd; WIN[4] = blob.rcvNxt;
+  set(SOL_TCP, TCP_REPAIR_WINDOW, WIN_BUF);
+  set(SOL_TCP, TCP_REPAIR, opts.windowProbe === false ? TCP_REPAIR_OFF_NO_WP : TCP_REPAIR_OFF);
+  if (opts.reuseAddr !== false) set(SOL_SOCKET, SO_REUSEADDR, 1);
+  if (opts.reusePort) set(SOL_SOCKET, SO_REUSEPORT, 1);
   return fd;
 }
 

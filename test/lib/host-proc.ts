@@ -1,0 +1,79 @@
+// A host for the end-to-end tests, run inside a host namespace:
+//
+//   ip netns exec NS node dist/test/lib/host-proc.js '<json HostProcConfig>'
+//
+// createHost() with a handler app: connections for a TLS port go to an
+// https.Server (its certificate tells the test which host answered), all
+// others to the demo app (design.md §2). The cluster key comes from
+// HANDOFF_CLUSTER_KEY (hex). Prints one JSON object per line on stdout:
+//   {"ev":"ready","port":4791,"mac":"..."}
+//   {"ev":"conn","flowId":..,"clientIp":"..","clientPort":..,"vipPort":..}
+//   {"ev":"close","clientPort":..,"vipPort":..,"error":"ECONNRESET"|null}
+//   {"ev":"stats","stats":{...HostAgentStats}}   on SIGUSR2 and at exit
+// and exits on SIGTERM, removing what createHost set up.
+import fs from 'node:fs';
+import https from 'node:https';
+import type net from 'node:net';
+import { createDemoServer, createHost } from '../../src/host';
+
+export interface HostProcConfig {
+  name: string;
+  port?: number;
+  vips: Array<{ ip: string; port: number }>;
+  balancers?: string[];
+  /** VIP ports whose connections are TLS, with the certificate to present. */
+  tls?: { ports: number[]; certFile: string; keyFile: string };
+}
+
+async function main(): Promise<void> {
+  const cfg = JSON.parse(process.argv[2] ?? '') as HostProcConfig;
+  const keyHex = process.env.HANDOFF_CLUSTER_KEY ?? '';
+  const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+  const demo = createDemoServer(cfg.name);
+  const tlsPorts = new Set(cfg.tls?.ports ?? []);
+  const tlsServer = cfg.tls && https.createServer({
+    cert: fs.readFileSync(cfg.tls.certFile), key: fs.readFileSync(cfg.tls.keyFile),
+  }, (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(`served by ${cfg.name} over TLS\n`);
+  });
+  // A failed TLS handshake must not take the process down; the test sees it as a client error.
+  tlsServer?.on('tlsClientError', (err) => out({ ev: 'tls-error', error: err.message }));
+
+  const host = await createHost({
+    port: cfg.port ?? 4791,
+    clusterKey: Buffer.from(keyHex, 'hex'),
+    vips: cfg.vips,
+    balancers: cfg.balancers ?? [],
+    app: {
+      kind: 'handler',
+      onConnection: (socket: net.Socket, flow) => {
+        const { clientIp, clientPort, vipPort } = flow.blob;
+        out({ ev: 'conn', flowId: flow.flowId, clientIp, clientPort, vipPort });
+        let error: string | null = null;
+        socket.on('error', (err: NodeJS.ErrnoException) => { error ??= err.code ?? err.message; });
+        socket.on('close', () => out({ ev: 'close', clientIp, clientPort, vipPort, error }));
+        if (tlsServer && tlsPorts.has(vipPort)) tlsServer.emit('connection', socket);
+        else demo.emit('connection', socket);
+      },
+    },
+  });
+  host.agent.on('error', (err) => out({ ev: 'agent-error', error: err.message }));
+  const stats = () => out({ ev: 'stats', stats: host.agent.stats });
+  process.on('SIGUSR2', stats);
+  const stop = () => {
+    stats();
+    host.close();
+    demo.close();
+    tlsServer?.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  out({ ev: 'ready', port: host.port, mac: host.network?.mac ?? '' });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`host-proc: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});
