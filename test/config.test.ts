@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { loadHostConfig } from '../src/host/config';
 import { ConfigError, ealArgs, loadBalancerConfig, loadClusterKey, parseBalancerConfig } from '../src/controller/config';
 
 const root = path.resolve(__dirname, '../..');
@@ -56,7 +57,7 @@ for (const [name, doc, keyPath, msg] of bad) {
 }
 
 t.test('shipped configs are valid', async (t) => {
-  for (const f of fs.readdirSync(path.join(root, 'configs')).filter((f) => f.endsWith('.yaml'))) {
+  for (const f of fs.readdirSync(path.join(root, 'configs')).filter((f) => f.endsWith('.yaml') && f !== 'host.yaml')) {
     t.doesNotThrow(() => loadBalancerConfig(path.join(root, 'configs', f)), f);
   }
 });
@@ -95,5 +96,15 @@ t.test('cluster key from the environment or a file, never shorter than 16 bytes'
   t.ok(loadClusterKey(cf).equals(Buffer.alloc(32, 0xfe)), 'raw bytes from a file');
   t.throws(() => loadClusterKey(parseBalancerConfig({ ...structuredClone(minimal), clusterKey: { file: f + 'x' } })),
     { message: /\/clusterKey\/file/ });
+  fs.rmSync(dir, { recursive: true });
+});
+
+t.test('host config example is valid; a bad one names the key', async (t) => {
+  const h = loadHostConfig(path.join(root, 'configs/host.yaml'));
+  t.equal(h.app.kind, 'forward');
+  t.equal(h.listen.port, 4791);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'handoff-hcfg-'));
+  fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3, port: 80 }]\n');
+  t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/ip/ });
   fs.rmSync(dir, { recursive: true });
 });
