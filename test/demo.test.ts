@@ -1,0 +1,40 @@
+// `npm start` runs `handoff demo`: the topology comes up, curl from this
+// namespace is served by the hosts, and SIGINT removes everything. Needs root.
+import t from 'tap';
+import path from 'node:path';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { isRoot, waitFor } from './lib/harness';
+import { sh } from './lib/netns';
+
+const run = promisify(execFile);
+const cli = path.resolve(__dirname, '../src/controller/cli.js');
+
+if (!isRoot) {
+  t.plan(0, 'needs root: the demo builds network namespaces and runs DPDK');
+} else {
+  t.test('demo: up, serving, torn down', async (t) => {
+    const child = spawn(process.execPath, [cli, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+    t.ok(await waitFor(() => /http:\/\/198\.18\.0\.100\//.test(out), 60000, 100), `prints the VIP URL\n${out.slice(-1500)}`);
+    const ns = sh('ip', ['netns', 'list']);
+    for (const n of ['handoff-lb', 'handoff-host1', 'handoff-host2']) t.match(ns, n, `namespace ${n}`);
+    const a = await run('curl', ['-s', '--max-time', '10', 'http://198.18.0.100/']);
+    t.match(a.stdout, /^served by host[12]\n$/, 'the VIP answers from the root namespace');
+    const b = await run('curl', ['-s', '--max-time', '10', 'http://198.18.0.100/host2/x']);
+    t.equal(b.stdout, 'served by host2\n', 'routed by path');
+    const c = await run('curl', ['-s', '--max-time', '20', 'http://198.18.0.100/bytes/1048576'], { encoding: 'buffer', maxBuffer: 4 << 20 });
+    const body = c.stdout as unknown as Buffer;
+    t.equal(body.length, 1048576, '1 MB');
+    t.ok(body.every((v, i) => v === i % 251), 'intact');
+    t.ok(await waitFor(() => /handoffs\s+3/.test(out) || /handoffs 3/.test(out), 5000, 100), 'the live table counts the handoffs');
+    child.kill('SIGINT');
+    t.ok(await waitFor(() => child.exitCode !== null, 15000, 100), 'exits on SIGINT');
+    t.equal(child.exitCode, 0);
+    t.notMatch(sh('ip', ['netns', 'list']), /handoff-(lb|host1|host2)/, 'namespaces removed');
+    t.equal(sh('ip', ['link', 'show', 'handoff-br'], { allowFail: true }), '', 'bridge removed');
+  });
+}
