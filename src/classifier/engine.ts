@@ -133,6 +133,8 @@ export class HandoffEngine {
     mappingErrors: 0, localIgnored: 0, udpMisses: 0,
   };
   readonly sender: BlobSender;
+  /** Completed handoffs per host. */
+  readonly perHost = new Map<string, number>();
   private readonly shim: Shim;
   private readonly router: Router;
   private readonly key: Buffer;
@@ -367,6 +369,7 @@ export class HandoffEngine {
       }
       if (uncertain) this.stats.handoffsUncertain++;
       else this.stats.handoffsCompleted++;
+      this.perHost.set(host.name, (this.perHost.get(host.name) ?? 0) + 1);
       const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
       this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
       return;
