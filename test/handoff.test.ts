@@ -45,7 +45,7 @@ if (typeof shim === 'string') {
   const router = new Router(v.routing, HOSTS.map((h) => h.name));
   for (const h of HOSTS) shim.setHost(h.id, { ip: h.ip, nexthopMac: h.nexthopMac, innerMac: h.innerMac });
   const engine = new HandoffEngine({ shim, router, hosts: HOSTS, clusterKey: KEY,
-    sender: { maxAttempts: 20, maxRtoMs: 50 } });
+    sender: { maxAttempts: 20, maxRtoMs: 50 }, closingTimeoutMs: 300, idleTimeoutMs: 1500 });
   const running = engine.run();
   const fake = new FakeHosts(shim, HOSTS.map((h) => ({ name: h.name, ip: h.ip, mac: h.nexthopMac, agentPort: h.agentPort })), KEY, LB);
   t.teardown(async () => {
@@ -132,6 +132,24 @@ if (typeof shim === 'string') {
     const p = parseFrame(tun!);
     t.equal(p.vxlan!.vni, blob.flowId, 'later packets are tunnelled with the flow ID as VNI');
     t.equal(p.ipv4!.dst, HOSTS.find((h) => h.name === blob.decision.host)!.ip, 'to the chosen host');
+  });
+
+  t.test('mappings go: after FIN plus the closing timeout, and when idle', async (t) => {
+    const key = { clientIp: CLIENT.ip, clientPort: 42000, vip: VIP.ip, vipPort: VIP.port };
+    const m = shim.lookupMapping(key)!;
+    const closed = engine.stats.mappingsClosed;
+    burst([buildTcp({ srcMac: CLIENT.mac, dstMac: LB.mac, srcIp: CLIENT.ip, dstIp: VIP.ip, srcPort: 42000,
+      dstPort: VIP.port, seq: 1, ack: 1, flags: 0x11, window: 100 })]);
+    t.ok(await pumpUntil(() => shim.lookupMapping(key)?.state === FlowState.CLOSING), 'FIN: CLOSING');
+    t.ok(await pumpUntil(() => shim.lookupMapping(key) === undefined, 5000), 'removed after the closing timeout');
+    t.equal(engine.stats.mappingsClosed - closed, 1);
+    t.ok(m.flowId > 0);
+    const before = engine.stats.mappingsExpired;
+    const k2 = { clientIp: CLIENT.ip, clientPort: 42010, vip: VIP.ip, vipPort: VIP.port };
+    await connect(42010, 777, Buffer.from('GET / HTTP/1.1\r\nHost: api.example\r\n\r\n'));
+    t.ok(await pumpUntil(() => shim.lookupMapping(k2)?.state === FlowState.ACTIVE));
+    t.ok(await pumpUntil(() => shim.lookupMapping(k2) === undefined, 8000), 'an idle mapping expires');
+    t.equal(engine.stats.mappingsExpired - before, 1);
   });
 
   t.test('TLS ClientHello (openssl s_client) routed by SNI', async (t) => {

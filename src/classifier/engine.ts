@@ -43,6 +43,10 @@ export interface HandoffEngineOptions {
   sender?: Omit<BlobSenderOptions, 'send' | 'now'>;
   /** How long a released flow ID stays unused. Default 60000. */
   flowIdQuarantineMs?: number;
+  /** A mapping in CLOSING (FIN or RST seen) is removed after this. Default 10000. */
+  closingTimeoutMs?: number;
+  /** A mapping with no packet for this long is removed. Default 300000. */
+  idleTimeoutMs?: number;
 }
 
 /** Counters of the engine; every connection ends in exactly one outcome. */
@@ -72,6 +76,18 @@ export interface EngineStats {
   localIgnored: number;
   /** UDP to a UDP VIP with no mapping (no UDP handoff yet). */
   udpMisses: number;
+  /** Mappings removed after FIN/RST plus the closing timeout. */
+  mappingsClosed: number;
+  /** Mappings removed after the idle timeout. */
+  mappingsExpired: number;
+}
+
+/** A flow handed off and tunnelled: watched until its mapping can go. */
+interface ActiveFlow {
+  key: FlowKey;
+  packets: bigint;
+  lastChange: number;
+  closingSince: number;
 }
 
 interface Snapshot {
@@ -130,7 +146,7 @@ export class HandoffEngine {
   readonly stats: EngineStats = {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
-    mappingErrors: 0, localIgnored: 0, udpMisses: 0,
+    mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0,
   };
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
@@ -157,6 +173,10 @@ export class HandoffEngine {
   private latencyCount = 0;
   private running = false;
   private nextTimeoutScan = 0;
+  private readonly active = new Map<number, ActiveFlow>();
+  private sweepCursor?: Iterator<[number, ActiveFlow]>;
+  private readonly closingTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
 
   constructor(o: HandoffEngineOptions) {
     if (!Buffer.isBuffer(o.clusterKey) || o.clusterKey.length < 16) {
@@ -175,6 +195,8 @@ export class HandoffEngine {
     this.classifyTimeoutMs = o.classifyTimeoutMs ?? 3000;
     this.health = o.health ?? (() => true);
     this.flowIds = new FlowIdAllocator({ quarantineMs: o.flowIdQuarantineMs });
+    this.closingTimeoutMs = o.closingTimeoutMs ?? 10_000;
+    this.idleTimeoutMs = o.idleTimeoutMs ?? 300_000;
     const info = this.shim.portInfo(this.shimPort);
     this.lbIp = info.ip;
     this.lbMac = info.mac;
@@ -304,6 +326,8 @@ export class HandoffEngine {
       } catch (err) {
         // A mapping left by an earlier connection on the same 4-tuple is stale now.
         if ((err as ShimError).code !== 'EEXIST') throw err;
+        const old = this.shim.lookupMapping(c.key);
+        if (old && this.active.delete(old.flowId)) this.flowIds.release(old.flowId, performance.now());
         this.shim.deleteMapping(c.key);
         this.shim.insertMapping(mapping);
       }
@@ -370,6 +394,7 @@ export class HandoffEngine {
       if (uncertain) this.stats.handoffsUncertain++;
       else this.stats.handoffsCompleted++;
       this.perHost.set(host.name, (this.perHost.get(host.name) ?? 0) + 1);
+      this.active.set(c.flowId, { key: c.key, packets: 0n, lastChange: performance.now(), closingSince: 0 });
       const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
       this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
       return;
@@ -425,8 +450,53 @@ export class HandoffEngine {
     this.conns.delete(c.id);
   }
 
+  /**
+   * Remove mappings of finished flows (design.md §3.7): CLOSING ones after
+   * the closing timeout, idle ones after the idle timeout. A slice of the
+   * active flows per pass, so the control loop never stalls.
+   */
+  private sweepMappings(now: number): void {
+    for (let n = 0; n < 256 && this.active.size; n++) {
+      let next = this.sweepCursor?.next();
+      if (!next || next.done) {
+        this.sweepCursor = this.active.entries();
+        next = this.sweepCursor.next();
+        if (next.done) return;
+      }
+      const [flowId, f] = next.value;
+      const m = this.shim.lookupMapping(f.key);
+      let remove = !m || m.flowId !== flowId;
+      if (!remove && m!.state === FlowState.CLOSING) {
+        if (!f.closingSince) f.closingSince = now;
+        if (now - f.closingSince > this.closingTimeoutMs) {
+          remove = true;
+          this.stats.mappingsClosed++;
+        }
+      } else if (!remove && m!.packets !== f.packets) {
+        f.packets = m!.packets;
+        f.lastChange = now;
+      } else if (!remove && now - f.lastChange > this.idleTimeoutMs) {
+        remove = true;
+        this.stats.mappingsExpired++;
+      }
+      if (remove) {
+        if (m && m.flowId === flowId) {
+          try { this.shim.deleteMapping(f.key); } catch { /* already gone */ }
+        }
+        this.active.delete(flowId);
+        this.flowIds.release(flowId, now);
+      }
+    }
+  }
+
+  /** Flows handed off whose mappings are still in place. */
+  get activeFlows(): number {
+    return this.active.size;
+  }
+
   private scanTimeouts(now: number): void {
     this.nextTimeoutScan = now + 100;
+    this.sweepMappings(now);
     for (const c of this.conns.values()) {
       if (c.state === 'classifying' && now - (c.firstDataAt || c.acceptedAt) > this.classifyTimeoutMs) this.classify(c, true);
     }

@@ -68,6 +68,9 @@ export class Balancer {
         blobPort: cfg.blob.port,
         byteCap: cfg.classify.byteCap,
         classifyTimeoutMs: cfg.classify.timeoutMs,
+        closingTimeoutMs: cfg.mappings.closingTimeoutMs,
+        idleTimeoutMs: cfg.mappings.idleTimeoutMs,
+        flowIdQuarantineMs: cfg.mappings.flowIdQuarantineMs,
         sender: { initialRtoMs: cfg.blob.initialRtoMs, maxRtoMs: cfg.blob.maxRtoMs, maxAttempts: cfg.blob.maxAttempts,
           maxInFlightPerHost: cfg.blob.maxInFlightPerHost, fragmentSize: cfg.blob.fragmentSize },
       });
@@ -90,6 +93,7 @@ export class Balancer {
       vips: this.config.vips,
       hosts: this.config.hosts.map((h) => ({ name: h.name, ip: h.ip, handoffs: this.engine?.perHost.get(h.name) ?? 0 })),
       mappings: this.shim.mappingCount(),
+      activeFlows: this.engine?.activeFlows ?? 0,
       counters: c.total,
       workers: c.workers.length,
       engine: this.engine ? { ...this.engine.stats, latencyUs: this.engine.latency(), transfers: this.engine.sender.stats } : null,

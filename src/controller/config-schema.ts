@@ -63,6 +63,12 @@ export const ClassifySchema = Type.Object({
   timeoutMs: Type.Integer({ minimum: 10, default: 3000, description: 'time after the first byte by which a connection is decided' }),
 }, { additionalProperties: false });
 
+export const MappingsSchema = Type.Object({
+  closingTimeoutMs: Type.Integer({ minimum: 100, default: 10000, description: 'a mapping in CLOSING (FIN or RST seen) is removed after this' }),
+  idleTimeoutMs: Type.Integer({ minimum: 1000, default: 300000, description: 'a mapping with no packet for this long is removed' }),
+  flowIdQuarantineMs: Type.Integer({ minimum: 0, default: 60000, description: 'a released flow ID stays unused this long' }),
+}, { additionalProperties: false });
+
 export const BlobSchema = Type.Object({
   port: Type.Integer({ minimum: 1, maximum: 65535, default: 4790, description: 'UDP port blob datagrams leave from' }),
   initialRtoMs: Type.Number({ minimum: 0.1, default: 3 }),
@@ -95,6 +101,7 @@ export const BalancerConfigSchema = Type.Object({
   accept: AcceptSchema,
   classify: ClassifySchema,
   blob: BlobSchema,
+  mappings: MappingsSchema,
   statsIntervalMs: Type.Integer({ minimum: 0, default: 2000, description: 'how often `handoff lb` prints counters (0: never)' }),
   control: Type.Object({
     socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status`' }),
