@@ -100,6 +100,14 @@ if (!isRoot) {
     t.equal((await curl(['-H', `X-Long: ${long}`, `http://${VIP}/two/long`])).toString(), 'served by host2\n');
   });
 
+  t.test('hosts report closed connections; their mappings go', async (t) => {
+    t.ok(await waitFor(() => lb!.engine!.stats.hostClosed >= 4, 5000, 50), `CLOSED notices: ${lb!.engine!.stats.hostClosed}`);
+    const gone = await waitFor(() => lb!.shim.mappingCount() === 0, 8000, 100);
+    t.ok(gone, 'every mapping removed, well before the idle timeout');
+    if (!gone) t.comment(JSON.stringify({ mappings: lb!.shim.mappingCount(), active: lb!.engine!.activeFlows, stats: lb!.engine!.stats }));
+    t.equal(lb!.engine!.activeFlows, 0);
+  });
+
   t.test('shut down', async (t) => {
     await lb?.stop();
     for (const a of agents) a.child.kill('SIGTERM');

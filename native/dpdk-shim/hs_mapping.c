@@ -158,6 +158,7 @@ int hs_mapping_insert(const struct hs_mapping *m)
 		hs.free_idx[hs.n_free++] = idx;
 		return hs_fail(rc == -ENOSPC ? -ENOSPC : -EINVAL, "mapping insert: %s", rte_strerror(-rc));
 	}
+	hs.n_live++;
 	return 0;
 }
 
@@ -221,7 +222,10 @@ int hs_mapping_delete(const struct hs_mapping *key)
 		return rc;
 	key_from(&k, key);
 	rc = rte_hash_del_key(hs.map, &k);
-	return rc < 0 ? hs_fail(-ENOENT, "no such mapping") : 0;
+	if (rc < 0)
+		return hs_fail(-ENOENT, "no such mapping");
+	hs.n_live--;
+	return 0;
 }
 
 int hs_mapping_lookup(const struct hs_mapping *key, struct hs_mapping *out)
@@ -246,7 +250,7 @@ int hs_mapping_count(void)
 {
 	if (!hs.running)
 		return hs_fail(-ENOTCONN, "shim not running");
-	return rte_hash_count(hs.map);
+	return (int)hs.n_live;
 }
 
 int hs_host_set(uint32_t id, const struct hs_host_conf *h)

@@ -88,6 +88,7 @@ struct hs_accept {
 	uint32_t cap;
 	uint32_t *free_idx;
 	uint32_t n_free;
+	uint32_t n_live;        /* mappings inserted and not deleted (rte_hash_count also counts the RCU defer queue) */
 	uint32_t gen;
 	uint32_t scan;          /* timeout scan cursor */
 	uint64_t next_scan_tsc;
@@ -146,6 +147,7 @@ struct hs_shim {
 	uint32_t n_entries;
 	uint32_t *free_idx;
 	uint32_t n_free;
+	uint32_t n_live;        /* mappings inserted and not deleted (rte_hash_count also counts the RCU defer queue) */
 	uint32_t gen;
 
 	struct hs_encap_tmpl *hosts[HS_MAX_HOSTS];

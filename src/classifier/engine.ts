@@ -4,7 +4,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { buildTcp, buildUdp, ipv4ToString, macToString, TCP_ACK, TCP_RST } from '../net';
 import { ConnEventType as EV, ExceptionReason, FlowState, PacketBurst, Shim, ShimError } from '../offload';
 import type { FlowKey } from '../offload';
-import { BlobSender, encodeBlob } from '../transfer';
+import { BlobSender, decodeDatagram, DatagramType, encodeBlob } from '../transfer';
 import type { BlobSenderOptions, ConnectionBlob, TransferResult } from '../transfer';
 import { classifyBytes } from './classify';
 import { FlowIdAllocator } from './flow-ids';
@@ -80,11 +80,14 @@ export interface EngineStats {
   mappingsClosed: number;
   /** Mappings removed after the idle timeout. */
   mappingsExpired: number;
+  /** CLOSED notices from hosts (their socket closed). */
+  hostClosed: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
 interface ActiveFlow {
   key: FlowKey;
+  hostIp: string;
   packets: bigint;
   lastChange: number;
   closingSince: number;
@@ -146,7 +149,7 @@ export class HandoffEngine {
   readonly stats: EngineStats = {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
-    mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0,
+    mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
   };
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
@@ -394,7 +397,7 @@ export class HandoffEngine {
       if (uncertain) this.stats.handoffsUncertain++;
       else this.stats.handoffsCompleted++;
       this.perHost.set(host.name, (this.perHost.get(host.name) ?? 0) + 1);
-      this.active.set(c.flowId, { key: c.key, packets: 0n, lastChange: performance.now(), closingSince: 0 });
+      this.active.set(c.flowId, { key: c.key, hostIp: host.ip, packets: 0n, lastChange: performance.now(), closingSince: 0 });
       const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
       this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
       return;
@@ -466,7 +469,7 @@ export class HandoffEngine {
       const [flowId, f] = next.value;
       const m = this.shim.lookupMapping(f.key);
       let remove = !m || m.flowId !== flowId;
-      if (!remove && m!.state === FlowState.CLOSING) {
+      if (!remove && (m!.state === FlowState.CLOSING || f.closingSince)) {
         if (!f.closingSince) f.closingSince = now;
         if (now - f.closingSince > this.closingTimeoutMs) {
           remove = true;
@@ -519,7 +522,20 @@ export class HandoffEngine {
     }
     const len = Math.min(f.readUInt16BE(udp + 4), f.length - udp);
     const from = { ip: ipv4ToString(f.readUInt32BE(l2 + 12)), port: f.readUInt16BE(udp) };
-    this.sender.onDatagram(from, Buffer.from(f.subarray(udp + 8, udp + len)));
+    const payload = Buffer.from(f.subarray(udp + 8, udp + len));
+    if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
+    this.sender.onDatagram(from, payload);
+  }
+
+  /** The host's socket closed: remove the mapping about a second from now (late packets still pass). */
+  private onHostClosed(fromIp: string, payload: Buffer): void {
+    const d = decodeDatagram(payload);
+    if ('error' in d || d.type !== 'closed') return void this.stats.localIgnored++;
+    const f = this.active.get(d.blobId);
+    if (!f || f.hostIp !== fromIp) return void this.stats.localIgnored++;
+    this.stats.hostClosed++;
+    const now = performance.now();
+    f.closingSince = Math.min(f.closingSince || now, now - this.closingTimeoutMs + 1000);
   }
 
   private sendDatagram(ip: string, port: number, datagram: Buffer): void {

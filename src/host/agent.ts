@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import {
-  BlobError, decodeBlob, Reassembler, ReplayWindow, Status, statusForBlobError,
+  BlobError, decodeBlob, encodeClosed, Reassembler, ReplayWindow, Status, statusForBlobError,
 } from '../transfer';
 import type { ConnectionBlob } from '../transfer';
 import { InjectError, injectConnection } from './repair';
@@ -139,14 +139,14 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       case 'complete': {
         this.reply(r.reply, rinfo);
         this.stats.blobs++;
-        const status = this.accept(r.blob);
+        const status = this.accept(r.blob, rinfo);
         this.reply(this.reasm.finish(r.ref, status), rinfo);
       }
     }
   }
 
   /** Verify, inject, hand over. @returns the final status for the balancer. */
-  private accept(buf: Buffer): number {
+  private accept(buf: Buffer, from: dgram.RemoteInfo): number {
     const t0 = process.hrtime.bigint();
     let blob: ConnectionBlob;
     try {
@@ -179,6 +179,10 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     socket.once('close', () => {
       if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
       this.stats.closed++;
+      // Tell the balancer, so the flow's mapping goes before its idle timeout.
+      try {
+        this.sock.send(encodeClosed(blob.flowId), from.port, from.address);
+      } catch { /* agent closing */ }
     });
     this.stats.injected++;
     this.emit('connection', socket, flow);

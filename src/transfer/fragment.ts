@@ -62,7 +62,7 @@ export const MIN_FRAGMENT_SIZE = 64;
 /** Payload size that fits a 1500-byte MTU with room for a VLAN tag or tunnel. */
 export const DEFAULT_FRAGMENT_SIZE = 1400;
 
-export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4 } as const;
+export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4, CLOSED: 5 } as const;
 
 /**
  * Status codes. FINAL carries the outcome of a reassembled blob: 0 = injected,
@@ -147,7 +147,18 @@ export interface ErrorDatagram extends Ids {
   status: number;
 }
 
-export type Datagram = DataDatagram | AckDatagram | FinalDatagram | ErrorDatagram;
+/**
+ * Host to balancer: the injected connection of flow `blobId` (the flow ID)
+ * closed, so its mapping can go before the idle timeout. Not authenticated:
+ * the balancer accepts it only from the host the flow was handed to, and it
+ * only shortens a timeout.
+ */
+export interface ClosedDatagram extends Ids {
+  type: 'closed';
+  status: number;
+}
+
+export type Datagram = DataDatagram | AckDatagram | FinalDatagram | ErrorDatagram | ClosedDatagram;
 
 export type DatagramErrorCode =
   | 'ERR_DGRAM_TRUNCATED' // shorter than its header or its declared length
@@ -286,6 +297,7 @@ function encodeStatus(type: number, d: Ids & { status: number }): Buffer {
 
 export const encodeFinal = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.FINAL, d);
 export const encodeError = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.ERROR, d);
+export const encodeClosed = (flowId: number): Buffer => encodeStatus(DatagramType.CLOSED, { session: 0, blobId: flowId, status: 0 });
 
 // ---------------------------------------------------------------------------
 // Decoder: input from the network, so it never throws.
@@ -309,7 +321,8 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
     case DatagramType.DATA: headerBytes = DATA_HEADER_BYTES; break;
     case DatagramType.ACK: headerBytes = ACK_HEADER_BYTES; break;
     case DatagramType.FINAL:
-    case DatagramType.ERROR: headerBytes = STATUS_DATAGRAM_BYTES; break;
+    case DatagramType.ERROR:
+    case DatagramType.CLOSED: headerBytes = STATUS_DATAGRAM_BYTES; break;
     default: return fail('ERR_DGRAM_TYPE', `type ${type}`);
   }
   if (b.length < headerBytes) return fail('ERR_DGRAM_TRUNCATED', `${b.length} bytes, header is ${headerBytes}`);
@@ -332,7 +345,7 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
     default: {
       if (b.readUInt16BE(22) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved status bits set');
       const status = b.readUInt16BE(20);
-      return { type: type === DatagramType.FINAL ? 'final' : 'error', session, blobId, status };
+      return { type: type === DatagramType.FINAL ? 'final' : type === DatagramType.CLOSED ? 'closed' : 'error', session, blobId, status };
     }
   }
 }
