@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # What the balancer, the tests and the benchmarks use from the distribution.
 APT_PACKAGES=(
   build-essential pkg-config libdpdk-dev dpdk dpdk-dev libpcap-dev
-  iproute2 nftables curl ethtool
+  iproute2 nftables curl ethtool openssl wrk
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

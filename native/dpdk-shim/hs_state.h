@@ -60,7 +60,7 @@ struct hs_hold {
 	uint32_t idx;
 	uint32_t gen;
 	uint16_t n;
-	uint16_t pad;
+	uint16_t fin_rst;   /* a held packet carried FIN or RST: CLOSING once released */
 	uint32_t next_free;
 	struct rte_mbuf *pkts[HS_MAX_HOLD_PER_FLOW];
 };

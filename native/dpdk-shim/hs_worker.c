@@ -87,9 +87,18 @@ static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf 
 	hs_tx(w, t->port, m);
 }
 
+/* FIN or RST from the client: the mapping goes CLOSING (removed after a timeout). */
+static void saw_fin_rst(struct hs_worker *w, struct hs_entry *e)
+{
+	uint8_t active = HS_STATE_ACTIVE;
+	if (__atomic_compare_exchange_n(&e->state, &active, HS_STATE_CLOSING, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		count(w, HS_C_FIN_RST);
+}
+
 static void hold_free_bucket(struct hs_worker *w, struct hs_entry *e, uint32_t b)
 {
 	w->holds[b].n = 0;
+	w->holds[b].fin_rst = 0;
 	w->holds[b].next_free = w->hold_free;
 	w->hold_free = b;
 	e->hold_ref = HS_HOLD_NONE;
@@ -111,6 +120,8 @@ static void hold_release(struct hs_worker *w, struct hs_entry *e, uint32_t b)
 	w->held -= h->n;
 	for (uint16_t i = 0; i < h->n; i++)
 		encap_send(w, e, h->pkts[i]);
+	if (h->fin_rst)
+		saw_fin_rst(w, e);
 	hold_free_bucket(w, e, b);
 }
 
@@ -130,7 +141,7 @@ static void hold_settle(struct hs_worker *w, struct hs_entry *e)
 		hold_release(w, e, b);
 }
 
-static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
+static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, uint8_t tcp_flags)
 {
 	uint32_t ref = e->hold_ref;
 	uint32_t idx = (uint32_t)(e - hs.entries);
@@ -151,6 +162,7 @@ static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
 		w->holds[b].idx = idx;
 		w->holds[b].gen = e->gen;
 		w->holds[b].n = 0;
+		w->holds[b].fin_rst = 0;
 		ref = (uint32_t)w->idx << 24 | b;
 		e->hold_ref = ref;
 	}
@@ -158,6 +170,7 @@ static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
 	if (h->n >= hs.hold_per_flow)
 		return drop(w, m, HS_D_HOLD_FLOW_FULL);
 	h->pkts[h->n++] = m;
+	h->fin_rst |= (tcp_flags & (TCP_FIN | TCP_RST)) != 0;
 	w->held++;
 	count(w, HS_C_HELD);
 }
@@ -167,15 +180,11 @@ static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, 
 	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
 
 	if (unlikely(state == HS_STATE_PENDING))
-		return hold(w, e, m);
+		return hold(w, e, m, tcp_flags);
 	if (unlikely(hold_mine(w, e->hold_ref)))
 		hold_settle(w, e);
-	if (unlikely(tcp_flags & (TCP_FIN | TCP_RST))) {
-		uint8_t active = HS_STATE_ACTIVE;
-		if (__atomic_compare_exchange_n(&e->state, &active, HS_STATE_CLOSING, 0,
-						__ATOMIC_RELEASE, __ATOMIC_RELAXED))
-			count(w, HS_C_FIN_RST);
-	}
+	if (unlikely(tcp_flags & (TCP_FIN | TCP_RST)))
+		saw_fin_rst(w, e);
 	encap_send(w, e, m);
 }
 

@@ -353,6 +353,13 @@ export class HandoffEngine {
   private onFrozen(c: Connection, i: number): void {
     const b = this.rx;
     this.forget(c);
+    if (c.fin) {
+      // The FIN came between the decision and the freeze: v1 blobs cannot carry it.
+      this.stats.finBeforeHandoff++;
+      c.snap = { iss: b.ev32(i, 'iss'), irs: 0, sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'), sndWnd: 0,
+        rcvWnd: 0, sndWscale: 0, rcvWscale: 0, mss: 0, sackOk: false, tsOk: false, tsVal: 0, tsEcr: 0 };
+      return this.failHandoff(c);
+    }
     c.snap = {
       iss: b.ev32(i, 'iss'), irs: b.ev32(i, 'irs'), sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'),
       sndWnd: b.ev32(i, 'snd_wnd'), rcvWnd: b.ev32(i, 'rcv_wnd'), sndWscale: b.ev8(i, 'snd_wscale'),

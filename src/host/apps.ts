@@ -41,6 +41,8 @@ export function createDemoServer(name: string): DemoServer {
     served.bytes += body.length;
     res.writeHead(200, { 'content-type': 'text/plain' }).end(body);
   }) as DemoServer;
+  // A client that half-closes after its request still gets the whole response.
+  (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.served = served;
   return server;
 }

@@ -29,7 +29,7 @@ export interface RunningHost {
 export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   let network: HostNetwork | undefined;
   if (o.network !== false) {
-    network = new HostNetwork({ device: o.network?.device, create: o.network?.create, vips: o.vips.map((v) => v.ip) }).apply();
+    network = new HostNetwork({ device: o.network?.device, create: o.network?.create, vips: [...new Set(o.vips.map((v) => v.ip))] }).apply();
   }
   const agent = new HostAgent(o);
   let forward: ForwardStats | undefined;

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ results })}\n`);
 }
 
-main().catch((err: unknown) => {
+if (require.main === module) main().catch((err: unknown) => {
   process.stdout.write(`${JSON.stringify({ fatal: (err as Error)?.stack ?? String(err) })}\n`);
   process.exit(1);
 });

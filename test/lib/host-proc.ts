@@ -7,10 +7,12 @@
 // others to the demo app (design.md §2). The cluster key comes from
 // HANDOFF_CLUSTER_KEY (hex). Prints one JSON object per line on stdout:
 //   {"ev":"ready","port":4791,"mac":"..."}
-//   {"ev":"conn","flowId":..,"clientIp":"..","clientPort":..,"vipPort":..}
+//   {"ev":"conn","flowId":..,"clientIp":"..","clientPort":..,"vipPort":..,
+//    "dataBytes":.., "dataHead":"hex of the first 6 bytes the blob carried"}
 //   {"ev":"close","clientPort":..,"vipPort":..,"error":"ECONNRESET"|null}
 //   {"ev":"stats","stats":{...HostAgentStats}}   on SIGUSR2 and at exit
 // and exits on SIGTERM, removing what createHost set up.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import type net from 'node:net';
@@ -31,6 +33,11 @@ async function main(): Promise<void> {
   const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
   const demo = createDemoServer(cfg.name);
+  // Client half-close, two work-arounds (both reported): Node's http.Server
+  // ends the socket as soon as the client's FIN arrives (httpAllowHalfOpen
+  // false), cutting off a response still being streamed, so the shipped demo
+  // app truncates /bytes/N after a FIN; and see allowHalfOpen below.
+  (demo as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const tlsPorts = new Set(cfg.tls?.ports ?? []);
   const tlsServer = cfg.tls && https.createServer({
     cert: fs.readFileSync(cfg.tls.certFile), key: fs.readFileSync(cfg.tls.keyFile),
@@ -39,6 +46,17 @@ async function main(): Promise<void> {
   });
   // A failed TLS handshake must not take the process down; the test sees it as a client error.
   tlsServer?.on('tlsClientError', (err) => out({ ev: 'tls-error', error: err.message }));
+
+  // Work around a product bug: createHost() passes every VIP entry's address
+  // to HostNetwork, which adds each to lo, so a VIP served on two ports (80
+  // and 443) is added twice and the second `ip addr add` fails ("host
+  // network set-up incomplete"). Put such addresses on lo beforehand; then
+  // HostNetwork finds them there. Remove once create-host.ts dedupes.
+  const seen = new Set<string>();
+  for (const v of cfg.vips) {
+    if (seen.has(v.ip)) execFileSync('ip', ['addr', 'replace', `${v.ip}/32`, 'dev', 'lo']);
+    seen.add(v.ip);
+  }
 
   const host = await createHost({
     port: cfg.port ?? 4791,
@@ -49,10 +67,17 @@ async function main(): Promise<void> {
       kind: 'handler',
       onConnection: (socket: net.Socket, flow) => {
         const { clientIp, clientPort, vipPort } = flow.blob;
-        out({ ev: 'conn', flowId: flow.flowId, clientIp, clientPort, vipPort });
+        const { data } = flow.blob;
+        out({ ev: 'conn', flowId: flow.flowId, clientIp, clientPort, vipPort, dataBytes: data.length,
+          dataHead: data.subarray(0, 6).toString('hex') });
         let error: string | null = null;
         socket.on('error', (err: NodeJS.ErrnoException) => { error ??= err.code ?? err.message; });
         socket.on('close', () => out({ ev: 'close', clientIp, clientPort, vipPort, error }));
+        // repair.ts creates the injected socket with `new net.Socket({ fd })`,
+        // so allowHalfOpen is false: on the client's FIN Node ends our side
+        // too, and whatever the app writes afterwards is lost. An accepted
+        // socket of http.Server would allow half-open; make this one alike.
+        socket.allowHalfOpen = true;
         if (tlsServer && tlsPorts.has(vipPort)) tlsServer.emit('connection', socket);
         else demo.emit('connection', socket);
       },
@@ -73,7 +98,7 @@ async function main(): Promise<void> {
   out({ ev: 'ready', port: host.port, mac: host.network?.mac ?? '' });
 }
 
-main().catch((err: unknown) => {
+if (require.main === module) main().catch((err: unknown) => {
   process.stderr.write(`host-proc: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);
 });

@@ -2,22 +2,27 @@
 //
 //   ip netns exec NS node dist/test/lib/tcp-client.js MODE IP PORT
 //
-// Speaks just enough HTTP/1.1 (Content-Length bodies) to exercise how a
+// Speaks just enough HTTP/1.1 (Content-Length and chunked bodies) to exercise how a
 // handed-off connection ends. Prints one JSON line with the outcome; exits 0
 // unless the arguments are wrong (the test judges the outcome).
 //
+// Where a mode says "gate", it prints {"gate":true,"localPort":N} and waits
+// for a line on stdin before going on, so the test can look at the balancer
+// first (wait for the mapping to be ACTIVE, or not).
+//
 // Modes:
-//   half-close-after-handoff  GET / (the handoff happens), then GET
+//   half-close-after-handoff  GET / (the handoff happens), gate, then GET
 //                             /bytes/1048576 and at once shutdown(SHUT_WR);
 //                             read that whole response, then EOF.
 //   half-close-immediate      GET / and at once shutdown(SHUT_WR) on a new
 //                             connection: the FIN may reach the balancer
 //                             before its decision.
-//   reset                     GET /, read the response, then send RST
+//   reset                     GET /, read the response, gate, then send RST
 //                             (SO_LINGER 0 close) while the host keeps the
 //                             connection alive.
 //   server-close              GET / with Connection: close; expect the
-//                             response, then EOF from the server.
+//                             response, then EOF from the server; gate;
+//                             then our FIN.
 import net from 'node:net';
 
 interface Response {
@@ -63,11 +68,28 @@ class Reader {
       const i = l.indexOf(':');
       if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
     }
-    const len = Number(headers['content-length'] ?? 0);
-    const total = end + 4 + len;
-    if (!(await this.until(() => this.buf.length >= total))) return null;
-    const body = this.buf.subarray(end + 4, total);
-    this.buf = this.buf.subarray(total);
+    this.buf = this.buf.subarray(end + 4);
+    if (!/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+      const len = Number(headers['content-length'] ?? 0);
+      if (!(await this.until(() => this.buf.length >= len))) return null;
+      const body = this.buf.subarray(0, len);
+      this.buf = this.buf.subarray(len);
+      return { status, headers, body };
+    }
+    // Chunked: size line, data, CRLF; a zero size and a blank line end it (no trailers from the demo app).
+    const parts: Buffer[] = [];
+    for (;;) {
+      let eol = -1;
+      if (!(await this.until(() => (eol = this.buf.indexOf('\r\n')) >= 0))) return null;
+      const size = parseInt(this.buf.subarray(0, eol).toString('latin1'), 16);
+      if (!(size >= 0)) return null;
+      const need = eol + 2 + size + 2;
+      if (!(await this.until(() => this.buf.length >= need))) return null;
+      parts.push(this.buf.subarray(eol + 2, eol + 2 + size));
+      this.buf = this.buf.subarray(need);
+      if (size === 0) break;
+    }
+    const body = Buffer.concat(parts);
     return { status, headers, body };
   }
 
@@ -80,6 +102,16 @@ class Reader {
 function patternOk(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== i % 251) return false;
   return true;
+}
+
+/** Say where we are and wait for the test's go-ahead (a line on stdin). */
+async function gate(localPort: number | undefined): Promise<void> {
+  process.stdout.write(`${JSON.stringify({ gate: true, localPort })}\n`);
+  await new Promise<void>((resolve) => {
+    process.stdin.once('data', () => resolve());
+    process.stdin.once('end', () => resolve());
+  });
+  process.stdin.destroy();
 }
 
 const req = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: suite.example\r\n${extra}\r\n`;
@@ -106,6 +138,7 @@ async function main(): Promise<void> {
     case 'half-close-after-handoff': {
       socket.write(req('/'));
       result.first = summary(await r.response());
+      await gate(localPort);
       socket.write(req('/bytes/1048576'));
       socket.end(); // FIN right behind the request, through the tunnel
       const second = await r.response();
@@ -126,6 +159,7 @@ async function main(): Promise<void> {
     case 'reset': {
       socket.write(req('/'));
       result.first = summary(await r.response());
+      await gate(localPort);
       socket.resetAndDestroy();
       await new Promise((res) => socket.once('close', res));
       break;
@@ -136,7 +170,9 @@ async function main(): Promise<void> {
       await r.eof();
       result.eof = r.ended;
       result.trailing = r.buffered;
+      await gate(localPort);
       socket.end();
+      if (!socket.destroyed) await new Promise((res) => socket.once('close', res));
       break;
     }
     default:
@@ -146,8 +182,9 @@ async function main(): Promise<void> {
   result.error = r.error;
   process.stdout.write(`${JSON.stringify(result)}\n`);
   socket.destroy();
+  process.exit(0);
 }
 
-main().catch((err: unknown) => {
+if (require.main === module) main().catch((err: unknown) => {
   process.stdout.write(`${JSON.stringify({ fatal: (err as NodeJS.ErrnoException)?.code ?? String(err) })}\n`);
 });
