@@ -28,6 +28,7 @@ import {
   CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort,
   ensureHugepages, prng, threadCpuSeconds,
 } from './common';
+import { killAll, killChildrenOnExit, live, Tail } from '../lib/processes';
 
 interface Options {
   flows: number;
@@ -77,46 +78,7 @@ function parseOptions(): Options {
 
 // ------------------------------------------------------------------ children
 
-/** Kill functions of every process still running, and temporary files: run on every way out. */
-const live = new Set<() => void>();
-
-function killAll(): void {
-  for (const kill of live) {
-    try { kill(); } catch { /* keep going */ }
-  }
-  live.clear();
-}
-
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    killAll();
-    process.stderr.write(`fastpath: interrupted by ${sig}\n`);
-    process.exit(130);
-  });
-}
-
-/** The last lines a child printed, for error messages (EAL explains most failures there). */
-class Tail {
-  private lines: string[] = [];
-  private partial = '';
-  constructor(private readonly max = 60, private readonly onLine?: (line: string) => void) {}
-
-  push(chunk: Buffer | string): void {
-    const parts = (this.partial + chunk.toString()).split('\n');
-    this.partial = parts.pop() ?? '';
-    for (const l of parts) {
-      this.onLine?.(l);
-      this.lines.push(l);
-      if (this.lines.length > this.max) this.lines.shift();
-    }
-  }
-
-  text(): string {
-    const all = this.partial ? [...this.lines, this.partial] : this.lines;
-    return all.map((l) => `    | ${l}`).join('\n');
-  }
-}
+killChildrenOnExit('fastpath');
 
 interface Exit { code: number | null; signal: NodeJS.Signals | null }
 

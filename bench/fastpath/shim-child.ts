@@ -6,6 +6,7 @@ import koffi from 'koffi';
 import { FlowState, Mapping, Shim } from '../../src/offload';
 import { ipv4FromString } from '../../src/net/packet';
 import { dpdkHeapUse } from './dpdk-heap';
+import { runAsChild, sendToParent } from '../lib/processes';
 import {
   ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort, flowId,
   threadCpuSeconds,
@@ -13,12 +14,7 @@ import {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function send(msg: ChildMessage): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (!process.send) return reject(new Error('shim-child must be forked with an IPC channel (run run.js)'));
-    process.send(msg, (err: Error | null) => (err ? reject(err) : resolve()));
-  });
-}
+const send = (msg: ChildMessage): Promise<void> => sendToParent(msg);
 
 /** Every flow as struct hs_mapping records in one buffer: no object per flow. */
 function encodeMappings(flows: number): Buffer {
@@ -93,14 +89,4 @@ async function main(cfg: ChildConfig): Promise<void> {
   }
 }
 
-// The driver going away closes the channel: do not keep a busy-polling core alive.
-process.on('disconnect', () => process.exit(2));
-
-main(JSON.parse(process.argv[2] ?? '{}') as ChildConfig).then(
-  () => process.exit(0),
-  async (err: unknown) => {
-    const message = err instanceof Error ? err.stack ?? err.message : String(err);
-    await send({ type: 'error', message }).catch(() => undefined);
-    process.exit(1);
-  },
-);
+runAsChild<ChildConfig>(main);

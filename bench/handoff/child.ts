@@ -28,16 +28,12 @@ import {
   WakeStats, ealArgs, processSched, threadSched,
 } from './common';
 import { Driver, Samples } from './driver';
+import { runAsChild, sendToParent } from '../lib/processes';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const now = () => performance.now();
 
-function send(msg: ChildMessage): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (!process.send) return reject(new Error('child.ts must be forked with an IPC channel (run run.js)'));
-    process.send(msg, (err: Error | null) => (err ? reject(err) : resolve()));
-  });
-}
+const send = (msg: ChildMessage): Promise<void> => sendToParent(msg);
 
 class Bench {
   readonly shim: Shim;
@@ -518,14 +514,4 @@ async function main(cfg: ChildConfig): Promise<void> {
   }
 }
 
-// The driver going away closes the channel: do not keep a busy-polling core alive.
-process.on('disconnect', () => process.exit(2));
-
-main(JSON.parse(process.argv[2] ?? '{}') as ChildConfig).then(
-  () => process.exit(0),
-  async (err: unknown) => {
-    const message = err instanceof Error ? err.stack ?? err.message : String(err);
-    await send({ type: 'error', message }).catch(() => undefined);
-    process.exit(1);
-  },
-);
+runAsChild<ChildConfig>(main);

@@ -49,6 +49,7 @@ import {
   ChildConfig, ChildMessage, LoadResult, MemoryResult, PARTIAL_REQUEST, Phase, REQUEST, WakeStats,
 } from './common';
 import { CpuProfile, formatSummary, summarise } from './profile';
+import { killAll, killChildrenOnExit, live, Tail } from '../lib/processes';
 
 class BenchError extends Error {
   override name = 'BenchError';
@@ -120,33 +121,7 @@ function parseOptions(): Options {
 
 // ------------------------------------------------------------------ children
 
-const live = new Set<() => void>();
-
-function killAll(): void {
-  for (const kill of live) {
-    try { kill(); } catch { /* keep going */ }
-  }
-  live.clear();
-}
-
-process.on('exit', killAll);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    killAll();
-    process.stderr.write(`handoff: interrupted by ${sig}\n`);
-    process.exit(130);
-  });
-}
-
-/** The last lines a child printed, for error messages (EAL explains most failures there). */
-class Tail {
-  private lines: string[] = [];
-  push(chunk: Buffer): void {
-    this.lines.push(...chunk.toString().split('\n').filter(Boolean));
-    if (this.lines.length > 60) this.lines.splice(0, this.lines.length - 60);
-  }
-  text(): string { return this.lines.map((l) => `    | ${l}`).join('\n'); }
-}
+killChildrenOnExit('handoff');
 
 interface Collected {
   loads: LoadResult[];
