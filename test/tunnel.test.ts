@@ -59,6 +59,11 @@ if (!isRoot) {
         `http://${VIP}/`], { maxBuffer: 1 << 20 });
       t.equal(r.stdout.length, body.length, 'the whole response arrived');
       t.ok(r.stdout === body, 'byte for byte');
+      // Let the worker finish its burst: a frame is counted as encapsulated before it is transmitted.
+      await waitFor(() => {
+        const c = shim.counters().total;
+        return c.tx_packets - before.tx_packets === c.encap_packets - before.encap_packets;
+      }, 2000, 10);
       const after = shim.counters().total;
       const encap = after.encap_packets - before.encap_packets;
       t.ok(encap >= 3n, `the client's packets were tunnelled (${encap})`);
