@@ -59,11 +59,14 @@ if (!isRoot) {
         `http://${VIP}/`], { maxBuffer: 1 << 20 });
       t.equal(r.stdout.length, body.length, 'the whole response arrived');
       t.ok(r.stdout === body, 'byte for byte');
-      // Let the worker finish its burst: a frame is counted as encapsulated before it is transmitted.
+      // The client's last ACK may still be on its way, and a frame is counted as
+      // encapsulated before it is transmitted: wait until the counters agree.
+      const key = { clientIp: client.ip, clientPort, vip: VIP, vipPort: 80 };
       await waitFor(() => {
         const c = shim.counters().total;
-        return c.tx_packets - before.tx_packets === c.encap_packets - before.encap_packets;
-      }, 2000, 10);
+        const d = c.encap_packets - before.encap_packets;
+        return c.tx_packets - before.tx_packets === d && shim.lookupMapping(key)?.packets === d;
+      }, 2000, 20);
       const after = shim.counters().total;
       const encap = after.encap_packets - before.encap_packets;
       t.ok(encap >= 3n, `the client's packets were tunnelled (${encap})`);
