@@ -358,7 +358,7 @@ export class HandoffEngine {
       this.stats.finBeforeHandoff++;
       c.snap = { iss: b.ev32(i, 'iss'), irs: 0, sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'), sndWnd: 0,
         rcvWnd: 0, sndWscale: 0, rcvWscale: 0, mss: 0, sackOk: false, tsOk: false, tsVal: 0, tsEcr: 0 };
-      return this.failHandoff(c);
+      return this.failHandoff(c, false);
     }
     c.snap = {
       iss: b.ev32(i, 'iss'), irs: b.ev32(i, 'irs'), sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'),
@@ -426,9 +426,12 @@ export class HandoffEngine {
     this.sendBlob(c);
   }
 
-  /** After the freeze the shim has forgotten the connection: reset the client from here. */
-  private failHandoff(c: Connection): void {
-    this.stats.handoffsFailed++;
+  /**
+   * After the freeze the shim has forgotten the connection: reset the client
+   * from here. `counted` false when the caller counted the outcome itself.
+   */
+  private failHandoff(c: Connection, counted = true): void {
+    if (counted) this.stats.handoffsFailed++;
     const s = c.snap;
     if (s) {
       this.addTx(buildTcp({
