@@ -59,14 +59,18 @@ if (!isRoot) {
         `http://${VIP}/`], { maxBuffer: 1 << 20 });
       t.equal(r.stdout.length, body.length, 'the whole response arrived');
       t.ok(r.stdout === body, 'byte for byte');
-      // The client's last ACK may still be on its way, and a frame is counted as
-      // encapsulated before it is transmitted: wait until the counters agree.
+      // The client's kernel may still send its last ACKs after curl exits, and a
+      // frame is counted as encapsulated before it is transmitted: wait until the
+      // counters are quiet (unchanged for 100 ms) and agree, then read that snapshot.
       const key = { clientIp: client.ip, clientPort, vip: VIP, vipPort: 80 };
+      let prev = '';
       await waitFor(() => {
         const c = shim.counters().total;
-        const d = c.encap_packets - before.encap_packets;
-        return c.tx_packets - before.tx_packets === d && shim.lookupMapping(key)?.packets === d;
-      }, 2000, 20);
+        const now = `${c.encap_packets}/${c.tx_packets}/${shim.lookupMapping(key)?.packets}`;
+        const quiet = now === prev && c.tx_packets - before.tx_packets === c.encap_packets - before.encap_packets;
+        prev = now;
+        return quiet;
+      }, 3000, 100);
       const after = shim.counters().total;
       const encap = after.encap_packets - before.encap_packets;
       t.ok(encap >= 3n, `the client's packets were tunnelled (${encap})`);
