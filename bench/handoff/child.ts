@@ -149,10 +149,11 @@ class Bench {
     engine.step = () => {
       const t = now();
       const a = this.answerMs;
-      step();
+      const events = step();
       const inside = this.answerMs - a;
       engineMs += now() - t - inside;
       driverMs += inside;
+      return events;
     };
     this.answerInBurst = true;
     d.autoData = true;

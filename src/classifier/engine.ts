@@ -43,6 +43,13 @@ export interface HandoffEngineOptions {
   sender?: Omit<BlobSenderOptions, 'send' | 'now'>;
   /** How long a released flow ID stays unused. Default 60000. */
   flowIdQuarantineMs?: number;
+  /**
+   * Keep polling this long after the last event before parking on the
+   * eventfd: a handoff's next event (FROZEN, the host's answer) usually comes
+   * within it, and each park costs a thread-pool round trip. 0 parks at once.
+   * Default 200.
+   */
+  spinUs?: number;
   /** A mapping in CLOSING (FIN or RST seen) is removed after this. Default 10000. */
   closingTimeoutMs?: number;
   /** A mapping with no packet for this long is removed. Default 300000. */
@@ -180,6 +187,7 @@ export class HandoffEngine {
   private sweepCursor?: Iterator<[number, ActiveFlow]>;
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
+  private readonly spinMs: number;
 
   constructor(o: HandoffEngineOptions) {
     if (!Buffer.isBuffer(o.clusterKey) || o.clusterKey.length < 16) {
@@ -200,6 +208,7 @@ export class HandoffEngine {
     this.flowIds = new FlowIdAllocator({ quarantineMs: o.flowIdQuarantineMs });
     this.closingTimeoutMs = o.closingTimeoutMs ?? 10_000;
     this.idleTimeoutMs = o.idleTimeoutMs ?? 300_000;
+    this.spinMs = (o.spinUs ?? 200) / 1000;
     const info = this.shim.portInfo(this.shimPort);
     this.lbIp = info.ip;
     this.lbMac = info.mac;
@@ -222,16 +231,19 @@ export class HandoffEngine {
     return this.conns.size + n;
   }
 
-  /** Run until stop(). Sleeps on the shim's eventfd when idle. */
+  /** Run until stop(). Polls while busy and for spinUs after; then sleeps on the shim's eventfd. */
   async run(): Promise<void> {
     this.running = true;
+    let lastWork = performance.now();
     while (this.running) {
-      this.step();
+      const now = performance.now();
+      if (this.step() > 0) lastWork = now;
+      if (!this.running) break;
       const due = this.sender.nextDeadline();
       const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
-      if (!this.running) break;
-      if (wait >= 1) await this.shim.waitExceptions(Math.floor(wait));
-      else await yieldToLoop();
+      // setImmediate still lets I/O and timers run between passes.
+      if (wait < 1 || now - lastWork < this.spinMs) await yieldToLoop();
+      else await this.shim.waitExceptions(Math.floor(wait));
     }
   }
 
@@ -240,9 +252,13 @@ export class HandoffEngine {
     this.shim.wakeExceptions();
   }
 
-  /** One pass: take events, run timers, transmit. Public for callers that drive their own loop. */
-  step(): void {
+  /**
+   * One pass: take events, run timers, transmit. Public for callers that
+   * drive their own loop. @returns the events taken.
+   */
+  step(): number {
     let n: number;
+    let total = 0;
     do {
       n = this.shim.exceptionBurst(this.rx);
       for (let i = 0; i < n; i++) {
@@ -252,11 +268,13 @@ export class HandoffEngine {
         else this.stats.udpMisses++;
       }
       this.flushTx();
+      total += n;
     } while (n === this.rx.capacity);
     const now = performance.now();
     this.sender.tick(now);
     if (now >= this.nextTimeoutScan) this.scanTimeouts(now);
     this.flushTx();
+    return total;
   }
 
   private onConnEvent(i: number): void {
