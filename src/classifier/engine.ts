@@ -166,6 +166,8 @@ export class HandoffEngine {
   private readonly key: Buffer;
   private readonly hostByName = new Map<string, EngineHost>();
   private readonly hostByIp = new Map<string, EngineHost>();
+  /** Per host: Ethernet, IPv4 and UDP headers of blob datagrams, with lengths and checksum left to fill. */
+  private readonly udpHeaders = new Map<string, Buffer>();
   private readonly conns = new Map<string, Connection>();
   private readonly pendingByHost = new Map<string, number>();
   private readonly flowIds: FlowIdAllocator;
@@ -566,11 +568,29 @@ export class HandoffEngine {
     f.closingSince = Math.min(f.closingSince || now, now - this.closingTimeoutMs + 1000);
   }
 
+  /**
+   * Blob datagrams are written straight into the TX burst behind a per-host
+   * header template. UDP checksum 0 (allowed over IPv4): every datagram
+   * carries its own CRC32C.
+   */
   private sendDatagram(ip: string, port: number, datagram: Buffer): void {
     const host = this.hostByIp.get(ip);
     if (!host) return;
-    this.addTx(buildUdp({ srcMac: this.lbMac, dstMac: host.nexthopMac, srcIp: this.lbIp, dstIp: ip,
-      srcPort: this.blobPort, dstPort: port, payload: datagram, dontFragment: true }), this.shimPort);
+    let hdr = this.udpHeaders.get(`${ip}:${port}`);
+    if (!hdr) {
+      hdr = buildUdp({ srcMac: this.lbMac, dstMac: host.nexthopMac, srcIp: this.lbIp, dstIp: ip,
+        srcPort: this.blobPort, dstPort: port, payload: Buffer.alloc(0), dontFragment: true, udpChecksum: false });
+      this.udpHeaders.set(`${ip}:${port}`, hdr);
+    }
+    if (this.tx.count === this.tx.capacity) this.flushTx();
+    const f = this.tx.addParts(hdr, datagram, this.shimPort);
+    f.writeUInt16BE(20 + 8 + datagram.length, 16); // IPv4 total length
+    f.writeUInt16BE(8 + datagram.length, 38); // UDP length
+    f.writeUInt16BE(0, 24);
+    let sum = 0;
+    for (let o = 14; o < 34; o += 2) sum += f.readUInt16BE(o);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    f.writeUInt16BE(~sum & 0xffff, 24);
   }
 
   private addTx(frame: Buffer, port: number): void {

@@ -82,6 +82,28 @@ export class PacketBurst {
   }
 
   /**
+   * Append a frame made of a header and a payload, copied straight into the
+   * slot (no concatenated Buffer). @returns the frame's bytes in the slot, for
+   * patching lengths and checksums.
+   * @throws RangeError when the burst is full or the frame does not fit a slot.
+   */
+  addParts(header: Uint8Array, payload: Uint8Array, port = 0): Buffer {
+    const len = header.length + payload.length;
+    if (this.count >= this.capacity) throw new RangeError(`burst full (${this.capacity} frames)`);
+    if (len > PKT_MAX) throw new RangeError(`frame of ${len} bytes: at most ${PKT_MAX}`);
+    const i = this.count++;
+    const off = i * PKT_MAX;
+    this.data.set(header, off);
+    this.data.set(payload, off + header.length);
+    this.m32[i * (META_SIZE / 4) + OFF] = off;
+    this.m16[i * (META_SIZE / 2) + LEN] = len;
+    this.m16[i * (META_SIZE / 2) + PORT] = port;
+    this.m16[i * (META_SIZE / 2) + REASON] = 0;
+    this.m16[i * (META_SIZE / 2) + WORKER] = 0;
+    return this.data.subarray(off, off + len);
+  }
+
+  /**
    * Append a frame for transmission or injection on shim port `port`.
    * (The shim refuses frames under 14 bytes for transmission; ring ports
    * accept any length, so tests can inject runts.)
