@@ -78,7 +78,10 @@ class Bench {
     const driver = this.driver;
     shim.setState = (key: FlowKey, state: FlowState) => {
       proto.setState.call(shim, key, state);
-      if (state === FlowState.ACTIVE) driver.active(driver.index(ipv4FromString(key.clientIp), key.clientPort), now());
+      if (state === FlowState.ACTIVE) {
+        const ip = typeof key.clientIp === "number" ? key.clientIp : ipv4FromString(key.clientIp);
+        driver.active(driver.index(ip, key.clientPort), now());
+      }
     };
     shim.exceptionBurst = (b: PacketBurst) => {
       if (this.answerInBurst) {

@@ -124,9 +124,11 @@ class Connection {
   constructor(
     readonly id: string, readonly worker: number, readonly connId: number, readonly gen: number,
     readonly port: number, readonly peerMac: string, readonly vlan: number, base: RequestInfo,
+    clientIp: number, vip: number,
   ) {
     this.info = base;
-    this.key = { clientIp: base.clientIp, clientPort: base.clientPort, vip: base.vip, vipPort: base.vipPort };
+    // Numeric addresses: the binding passes them on without parsing a string per call.
+    this.key = { clientIp, clientPort: base.clientPort, vip, vipPort: base.vipPort };
   }
 
   append(bytes: Buffer): void {
@@ -288,10 +290,12 @@ export class HandoffEngine {
     const id = `${worker}/${connId}/${gen}`;
     let c = this.conns.get(id);
     if (type & EV.ACCEPTED) {
+      const clientIp = b.ev32(i, 'client_ip');
+      const vip = b.ev32(i, 'vip');
       c = new Connection(id, worker, connId, gen, b.ev16(i, 'port'), macToString(b.evPeerMac(i)), b.ev16(i, 'vlan_tci'), {
-        kind: 'unknown', clientIp: ipv4ToString(b.ev32(i, 'client_ip')), clientPort: b.ev16(i, 'client_port'),
-        vip: ipv4ToString(b.ev32(i, 'vip')), vipPort: b.ev16(i, 'vip_port'),
-      });
+        kind: 'unknown', clientIp: ipv4ToString(clientIp), clientPort: b.ev16(i, 'client_port'),
+        vip: ipv4ToString(vip), vipPort: b.ev16(i, 'vip_port'),
+      }, clientIp, vip);
       this.conns.set(id, c);
       this.stats.accepted++;
     }
@@ -399,7 +403,7 @@ export class HandoffEngine {
   private sendBlob(c: Connection): void {
     const d = c.decision!;
     const blob: ConnectionBlob = {
-      v: 1, flowId: c.flowId, clientIp: c.key.clientIp, clientPort: c.key.clientPort, vip: c.key.vip,
+      v: 1, flowId: c.flowId, clientIp: c.info.clientIp, clientPort: c.key.clientPort, vip: c.info.vip,
       vipPort: c.key.vipPort, ...c.snap!, data: c.received(),
       decision: { rule: d.rule, pool: d.pool, host: d.host }, created: Date.now(), nonce: crypto.randomBytes(16),
     };

@@ -85,9 +85,10 @@ export interface HostOptions {
 }
 
 export interface FlowKey {
-  clientIp: string;
+  /** Dotted quad, or the address as a host-order uint32 (no parsing: the fast path). */
+  clientIp: string | number;
   clientPort: number;
-  vip: string;
+  vip: string | number;
   vipPort: number;
   /** Default 'tcp'. */
   proto?: 'tcp' | 'udp';
@@ -138,7 +139,11 @@ function checkInt(op: string, name: string, v: number | undefined, min: number, 
   return v;
 }
 
-function addr(op: string, name: string, s: string): number {
+function addr(op: string, name: string, s: string | number): number {
+  if (typeof s === 'number') {
+    if (Number.isInteger(s) && s >= 0 && s <= 0xffffffff) return s;
+    throw invalid(op, `${name}: ${s} is not an IPv4 address as a uint32`);
+  }
   try {
     return ipv4FromString(s);
   } catch {
