@@ -122,7 +122,7 @@ class Connection {
   readonly key: FlowKey;
 
   constructor(
-    readonly id: string, readonly worker: number, readonly connId: number, readonly gen: number,
+    readonly id: number, readonly worker: number, readonly connId: number, readonly gen: number,
     readonly port: number, readonly peerMac: string, readonly vlan: number, base: RequestInfo,
     clientIp: number, vip: number,
   ) {
@@ -187,7 +187,8 @@ export class HandoffEngine {
   private readonly hostByIp = new Map<string, EngineHost>();
   /** Per host: Ethernet, IPv4 and UDP headers of blob datagrams, with lengths and checksum left to fill. */
   private readonly udpHeaders = new Map<string, Buffer>();
-  private readonly conns = new Map<string, Connection>();
+  /** By worker and connection slot; the generation tells a reused slot apart. */
+  private readonly conns = new Map<number, Connection>();
   private readonly pendingByHost = new Map<string, number>();
   private readonly flowIds: FlowIdAllocator;
   private readonly nonces = new NoncePool();
@@ -305,8 +306,10 @@ export class HandoffEngine {
     const worker = b.ev16(i, 'worker');
     const connId = b.ev32(i, 'conn_id');
     const gen = b.ev32(i, 'conn_gen');
-    const id = `${worker}/${connId}/${gen}`;
+    // A number, not a string: no allocation per event.
+    const id = worker * 0x1_0000_0000 + connId;
     let c = this.conns.get(id);
+    if (c && c.gen !== gen) c = undefined; // an event for an earlier user of the slot
     if (type & EV.ACCEPTED) {
       const clientIp = b.ev32(i, 'client_ip');
       const vip = b.ev32(i, 'vip');
@@ -502,7 +505,7 @@ export class HandoffEngine {
   }
 
   private forget(c: Connection): void {
-    this.conns.delete(c.id);
+    if (this.conns.get(c.id) === c) this.conns.delete(c.id);
   }
 
   /**

@@ -20,8 +20,8 @@ export class Balancer {
   engine?: HandoffEngine;
   /** Exception packets drained with no engine to take them (counted, never silent). */
   unhandledExceptions = 0;
-  private timer?: NodeJS.Timeout;
   private rotateTimer?: NodeJS.Timeout;
+  private draining = false;
   private running?: Promise<void>;
   private readonly burst = new PacketBurst(64);
   private readonly clusterKey?: Buffer;
@@ -76,7 +76,7 @@ export class Balancer {
       });
       this.running = this.engine.run();
     } else {
-      this.scheduleDrain();
+      this.running = this.drainLoop();
     }
     if (cfg.accept.cookieRotateS > 0) {
       this.rotateTimer = setInterval(() => this.shim.rotateCookieSecret(crypto.randomBytes(16)),
@@ -102,27 +102,24 @@ export class Balancer {
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
     if (this.rotateTimer) clearInterval(this.rotateTimer);
-    this.timer = undefined;
-    if (this.engine) {
-      this.engine.stop();
-      await this.running;
-    }
+    this.draining = false;
+    if (this.engine) this.engine.stop();
+    else this.shim.wakeExceptions();
+    await this.running;
     this.shim.stop();
   }
 
-  private scheduleDrain(): void {
-    this.timer = setTimeout(() => this.drain(), 1);
-    this.timer.unref();
-  }
-
-  private drain(): void {
-    let n: number;
-    do {
-      n = this.shim.exceptionBurst(this.burst);
-      this.unhandledExceptions += n;
-    } while (n === this.burst.capacity);
-    this.scheduleDrain();
+  /** No engine: take exceptions as they come (parked on the shim's eventfd when idle) and count them. */
+  private async drainLoop(): Promise<void> {
+    this.draining = true;
+    while (this.draining) {
+      let n: number;
+      do {
+        n = this.shim.exceptionBurst(this.burst);
+        this.unhandledExceptions += n;
+      } while (n === this.burst.capacity);
+      await this.shim.waitExceptions(100);
+    }
   }
 }

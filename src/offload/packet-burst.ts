@@ -8,6 +8,7 @@ const LEN = koffi.offsetof(PktMeta, 'len') / 2;
 const PORT = koffi.offsetof(PktMeta, 'port') / 2;
 const REASON = koffi.offsetof(PktMeta, 'reason') / 2;
 const WORKER = koffi.offsetof(PktMeta, 'worker') / 2;
+const NOTHING = new Uint8Array(0);
 const EVENT_SIZE = koffi.sizeof(ConnEvent);
 /** Byte offsets of struct hs_conn_event fields, from the koffi layout. */
 export const EV = Object.fromEntries(
@@ -110,16 +111,8 @@ export class PacketBurst {
    * @throws RangeError when the burst is full or the frame does not fit a slot.
    */
   add(frame: Uint8Array, port = 0): this {
-    if (this.count >= this.capacity) throw new RangeError(`burst full (${this.capacity} frames)`);
-    if (frame.length > PKT_MAX) throw new RangeError(`frame of ${frame.length} bytes: at most ${PKT_MAX}`);
-    const i = this.count++;
-    const off = i * PKT_MAX;
-    this.data.set(frame, off);
-    this.m32[i * (META_SIZE / 4) + OFF] = off;
-    this.m16[i * (META_SIZE / 2) + LEN] = frame.length;
-    this.m16[i * (META_SIZE / 2) + PORT] = port;
-    this.m16[i * (META_SIZE / 2) + REASON] = 0;
-    this.m16[i * (META_SIZE / 2) + WORKER] = 0;
+    this.addParts(frame, NOTHING, port);
     return this;
   }
+
 }
