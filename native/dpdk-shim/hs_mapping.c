@@ -159,6 +159,8 @@ int hs_mapping_insert(const struct hs_mapping *m)
 		return hs_fail(rc == -ENOSPC ? -ENOSPC : -EINVAL, "mapping insert: %s", rte_strerror(-rc));
 	}
 	hs.n_live++;
+	if (m->state == HS_STATE_PENDING)
+		hs.n_pending++;
 	return 0;
 }
 
@@ -205,8 +207,12 @@ int hs_mapping_set_state(const struct hs_mapping *key, uint32_t state)
 				return hs_fail(-EAGAIN, "worker %u command ring is full", w);
 	}
 	__atomic_store_n(&e->state, (uint8_t)state, __ATOMIC_RELEASE);
-	if (releasing)
+	if (cur != HS_STATE_PENDING && state == HS_STATE_PENDING)
+		hs.n_pending++;
+	if (releasing) {
+		hs.n_pending--;
 		return post_all(HS_CMD_RELEASE, (uint32_t)(e - hs.entries), e->gen);
+	}
 	return 0;
 }
 
@@ -220,11 +226,14 @@ int hs_mapping_delete(const struct hs_mapping *key)
 	rc = post_all(HS_CMD_FLUSH, (uint32_t)(e - hs.entries), e->gen);
 	if (rc)
 		return rc;
+	uint8_t was = __atomic_load_n(&e->state, __ATOMIC_RELAXED);
 	key_from(&k, key);
 	rc = rte_hash_del_key(hs.map, &k);
 	if (rc < 0)
 		return hs_fail(-ENOENT, "no such mapping");
 	hs.n_live--;
+	if (was == HS_STATE_PENDING)
+		hs.n_pending--;
 	return 0;
 }
 
@@ -269,6 +278,7 @@ int hs_host_set(uint32_t id, const struct hs_host_conf *h)
 	const struct hs_port *p = &hs.ports[h->port];
 	hs_encap_tmpl_init(t, p->mac, p->ip, h->nexthop_mac, rte_cpu_to_be_32(h->ip), h->inner_mac,
 			   h->port, p->mtu);
+	hs.host_conf[id] = *h;
 	struct hs_encap_tmpl *old = __atomic_exchange_n(&hs.hosts[id], t, __ATOMIC_RELEASE);
 	if (old) {
 		/* A worker may still be encapsulating with the old template. */

@@ -22,6 +22,7 @@
 
 #include "hs_common.h"
 #include "hs_state.h"
+#include "hs_telemetry.h"
 
 struct hs_shim hs;
 static char last_error[512];
@@ -347,6 +348,9 @@ int hs_init(int argc, const char *const *argv, const struct hs_config *cfg)
 			goto fail;
 		}
 	}
+	/* Not fatal: the data path runs on without /handoff/ telemetry. */
+	if (hs_telemetry_attach() != 0)
+		RTE_LOG(WARNING, EAL, "handoff: %s\n", last_error);
 	return 0;
 fail:
 	teardown();
@@ -358,6 +362,7 @@ int hs_stop(void)
 {
 	if (!hs.running)
 		return hs_fail(-ENOTCONN, "shim not running");
+	hs_telemetry_detach(); /* waits out a telemetry callback still reading */
 	hs.stop = 1;
 	rte_eal_mp_wait_lcore();
 	hs.running = 0;

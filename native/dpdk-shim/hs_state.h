@@ -148,9 +148,11 @@ struct hs_shim {
 	uint32_t *free_idx;
 	uint32_t n_free;
 	uint32_t n_live;        /* mappings inserted and not deleted (rte_hash_count also counts the RCU defer queue) */
+	uint32_t n_pending;     /* of which PENDING: only the control thread makes or ends that state (telemetry) */
 	uint32_t gen;
 
 	struct hs_encap_tmpl *hosts[HS_MAX_HOSTS];
+	struct hs_host_conf host_conf[HS_MAX_HOSTS]; /* as last set, for telemetry: templates may be freed under a reader */
 	struct rte_ring *exc;
 	int exc_efd;            /* eventfd: wakes a parked hs_exc_wait */
 	volatile uint32_t exc_waiting;
