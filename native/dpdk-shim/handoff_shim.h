@@ -362,6 +362,13 @@ int hs_stats_read(uint64_t *out, uint32_t n);
 /** @return workers running, or -ENOTCONN. */
 int hs_worker_count(void);
 
+/**
+ * Accepted connections awaiting classification, all workers (a snapshot:
+ * workers change it as they run). Bounded by accept_capacity per worker.
+ * @return the count, or -ENOTCONN.
+ */
+int hs_accept_count(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -194,6 +194,24 @@ static void syn(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const st
 	send_seg(w, port, m, &s, HS_C_SYNACK_SENT);
 }
 
+/* Refuse a handshake ACK with a reset (RFC 793: its sequence is SEG.ACK),
+ * reusing @p m; counted under @p reason and resets_sent. */
+static void reset_unaccepted(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p,
+			     uint32_t ack, int reason)
+{
+	const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+	struct hs_tcp_seg s;
+	memset(&s, 0, sizeof(s));
+	memcpy(s.dst_mac, f + 6, 6);
+	memcpy(s.src_mac, hs.ports[port].mac, 6);
+	s.vlan_tci = p->vlan_tci;
+	s.src_ip = p->dst_ip; s.dst_ip = p->src_ip;
+	s.src_port = p->dst_port; s.dst_port = p->src_port;
+	s.seq = ack; s.flags = HS_TCP_RST; s.wscale = -1;
+	w->stats->c[reason]++;
+	send_seg(w, port, m, &s, HS_C_RST_SENT);
+}
+
 static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p,
 				  const struct hs_flow_key *k, uint32_t seq, uint32_t ack, const struct hs_tcp_opts *o)
 {
@@ -202,27 +220,17 @@ static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte
 
 	if (hs_cookie_check(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq - 1, ack - 1, now_tick(),
 			    &idx) < 0) {
-		if (hs.cfg.reset_bad_ack) {
-			/* RFC 793: a reset for an unacceptable ACK takes its sequence from SEG.ACK. */
-			const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
-			struct hs_tcp_seg s;
-			memset(&s, 0, sizeof(s));
-			memcpy(s.dst_mac, f + 6, 6);
-			memcpy(s.src_mac, hs.ports[port].mac, 6);
-			s.vlan_tci = p->vlan_tci;
-			s.src_ip = p->dst_ip; s.dst_ip = p->src_ip;
-			s.src_port = p->dst_port; s.dst_port = p->src_port;
-			s.seq = ack; s.flags = HS_TCP_RST; s.wscale = -1;
-			w->stats->c[HS_D_BAD_COOKIE]++;
-			send_seg(w, port, m, &s, HS_C_RST_SENT);
-			return NULL;
-		}
-		hs_drop(w, m, HS_D_BAD_COOKIE);
+		if (hs.cfg.reset_bad_ack)
+			reset_unaccepted(w, port, m, p, ack, HS_D_BAD_COOKIE);
+		else
+			hs_drop(w, m, HS_D_BAD_COOKIE);
 		return NULL;
 	}
 	if (unlikely(a->n_free == 0)) {
-		/* The client retransmits; its cookie stays valid for a while. */
-		hs_drop(w, m, HS_D_ACCEPT_FULL);
+		/* Full (a flood of idle handshakes, or undersized): the client
+		 * hears so at once rather than retransmitting into a table that
+		 * may stay full; counted under both counters. */
+		reset_unaccepted(w, port, m, p, ack, HS_D_ACCEPT_FULL);
 		return NULL;
 	}
 	struct hs_conn *c = &a->conns[a->free_idx[a->n_free - 1]];
@@ -235,7 +243,7 @@ static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte
 	c->port = port;
 	c->vlan_tci = p->vlan_tci;
 	memcpy(c->peer_mac, rte_pktmbuf_mtod(m, const uint8_t *) + 6, 6);
-	c->created_tsc = rte_get_tsc_cycles();
+	c->created_ms = hs_ts_now();
 	c->gen = ++a->gen;
 	if (o->ts_ok) {
 		int wok, sok;
@@ -248,7 +256,7 @@ static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte
 		c->rcv_wscale = wok ? hs.cfg.rcv_wscale : 0;
 	}
 	if (rte_hash_add_key_data(a->h, &c->key, c) < 0) {
-		hs_drop(w, m, HS_D_ACCEPT_FULL);
+		reset_unaccepted(w, port, m, p, ack, HS_D_ACCEPT_FULL);
 		return NULL;
 	}
 	a->n_free--;
@@ -387,11 +395,12 @@ void hs_accept_scan(struct hs_worker *w, uint64_t now)
 	if (now < a->next_scan_tsc || a->n_free == a->cap)
 		return;
 	a->next_scan_tsc = now + hs.tsc_per_ms * 10;
-	uint64_t limit = (uint64_t)hs.cfg.accept_timeout_ms * hs.tsc_per_ms;
+	/* Ages on the timestamp clock, so the tests' clock override moves timeouts too. */
+	uint32_t now_ms = hs_ts_now();
 	for (uint32_t n = 0; n < 1024 && n < a->cap; n++) {
 		struct hs_conn *c = &a->conns[a->scan];
 		a->scan = a->scan + 1 < a->cap ? a->scan + 1 : 0;
-		if (!c->used || now - c->created_tsc < limit)
+		if (!c->used || now_ms - c->created_ms < hs.cfg.accept_timeout_ms)
 			continue;
 		struct hs_tcp_seg s;
 		conn_seg(c, &s, HS_TCP_RST | HS_TCP_ACK);
@@ -400,4 +409,17 @@ void hs_accept_scan(struct hs_worker *w, uint64_t now)
 		w->stats->c[HS_C_ACCEPT_TIMEOUTS]++;
 		forget(w, c);
 	}
+}
+
+int hs_accept_count(void)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	uint32_t n = 0;
+	/* Each worker writes its own n_free; a relaxed read is a snapshot. */
+	for (uint32_t i = 0; i < hs.n_workers; i++) {
+		const struct hs_accept *a = &hs.workers[i].acc;
+		n += a->cap - RTE_MIN(__atomic_load_n(&a->n_free, __ATOMIC_RELAXED), a->cap);
+	}
+	return (int)n;
 }

@@ -79,7 +79,7 @@ struct hs_conn {
 	uint8_t snd_wscale, rcv_wscale;
 	uint8_t sack_ok, ts_ok, fin, used;
 	uint8_t peer_mac[6];
-	uint64_t created_tsc;
+	uint32_t created_ms;    /* hs_ts_now() at accept (wraps: compared by difference) */
 };
 
 struct hs_accept {

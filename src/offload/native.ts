@@ -36,6 +36,7 @@ export interface NativeShim {
   hs_counter_name(i: number): string | null;
   hs_stats_read(out: BigUint64Array, n: number): number;
   hs_worker_count(): number;
+  hs_accept_count(): number;
 }
 
 const PROTOTYPES = [
@@ -70,6 +71,7 @@ const PROTOTYPES = [
   'const char *hs_counter_name(uint32_t i)',
   'int hs_stats_read(void *out, uint32_t n)',
   'int hs_worker_count()',
+  'int hs_accept_count()',
 ];
 
 // Referenced so the struct types are registered before the prototypes that name them.

@@ -394,6 +394,12 @@ export class Shim {
     return this.check('mappingCount', this.native.hs_mapping_count());
   }
 
+  /** Accepted connections awaiting classification, all workers (a snapshot). At most acceptCapacity per worker. */
+  acceptCount(): number {
+    this.requireRunning('acceptCount');
+    return this.check('acceptCount', this.native.hs_accept_count());
+  }
+
   /** Fill `burst` with waiting exception packets and their connection events. @returns how many. */
   exceptionBurst(burst: PacketBurst): number {
     this.requireRunning('exceptionBurst');
