@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The tap suite against an ASan+UBSan build of the shim (make san ->
+# build-san/). Node is not instrumented, so the ASan runtime is preloaded into
+# it (and so into the processes the tests spawn: host agents, ip, curl, wrk,
+# dpdk-testpmd; harmless for them, and it checks the shim wherever a child
+# loads it). The shim is found through HANDOFF_SHIM_PATH (src/offload/native.ts).
+# build-san/test_pure (the pure-C unit tests, instrumented) runs first.
+# Ends with "san: N passed, N failed, N skipped".
+#
+#   native/dpdk-shim/fuzz/san-suite.sh                  # the whole suite
+#   native/dpdk-shim/fuzz/san-suite.sh dist/test/golden.test.js ...
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+shim=$(dirname "$here")
+root=$(cd "$shim/../.." && pwd)
+cd "$root"
+
+fail_line() { echo "not ok - san: $1"; echo "san: 0 passed, 1 failed, 0 skipped"; exit 1; }
+command -v clang >/dev/null || fail_line "clang is not installed (apt-get install clang libclang-rt-14-dev)"
+make -s -C "$shim" san || fail_line "the sanitizer build failed"
+rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so)
+[ -f "$rt" ] || fail_line "no ASan runtime at $rt (apt-get install libclang-rt-14-dev)"
+
+export HANDOFF_SHIM_PATH="$shim/build-san/libhandoff_shim.so"
+# detect_leaks=0: Node and V8 keep allocations until exit by design, which
+# LeakSanitizer would report; use-after-free, overflows and UB still halt.
+# abort_on_error: a report kills the process with SIGABRT, so the test that
+# triggered it fails visibly instead of a worker thread exiting quietly.
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:print_summary=1${ASAN_OPTIONS_EXTRA:+:$ASAN_OPTIONS_EXTRA}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:print_summary=1"
+log=$(mktemp /tmp/handoff-san.XXXXXX.log)
+
+pass=0 fail=0 skip=0
+if "$shim/build-san/test_pure" >"$log.pure" 2>&1; then
+  echo "ok - san: test_pure (pure-C unit tests under ASan+UBSan): $(grep -c '^ok' "$log.pure") checks"
+  pass=$((pass + 1))
+else
+  echo "not ok - san: test_pure under ASan+UBSan (log $log.pure)"
+  grep -E '^not ok|ERROR|runtime error' "$log.pure" | head -n 10 | sed 's/^/# /'
+  fail=$((fail + 1))
+fi
+
+# The preload is scoped to tap and its children, not this script's tools.
+LD_PRELOAD="$rt${LD_PRELOAD:+:$LD_PRELOAD}" npx --no-install tap "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+if grep -qE 'ERROR: AddressSanitizer|runtime error:' "$log"; then
+  echo "# sanitizer reports in $log:"
+  grep -E 'ERROR: AddressSanitizer|runtime error:|SUMMARY: ' "$log" | sort | uniq -c | head -n 20 | sed 's/^/# /'
+fi
+summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -n 1)
+field() { echo "$summary" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
+if [ -z "$summary" ]; then
+  echo "not ok - san: no tap summary (the runner failed)"
+  fail=$((fail + 1))
+else
+  pass=$((pass + $(field pass))); fail=$((fail + $(field fail))); skip=$((skip + $(field skip)))
+  [ "$rc" -ne 0 ] && [ "$(field fail)" -eq 0 ] && fail=$((fail + 1))
+fi
+echo "san: $pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ] && [ "$rc" -eq 0 ]
