@@ -6,6 +6,7 @@ import {
 } from '../transfer';
 import type { ConnectionBlob } from '../transfer';
 import { InjectError, injectConnection } from './repair';
+import type { TunnelFilter } from './tunnel-filter';
 
 export interface HostAgentOptions {
   /** UDP port for blobs. Default 4791. */
@@ -22,6 +23,11 @@ export interface HostAgentOptions {
   maxAgeMs?: number;
   /** Replace the injection (tests). Default: TCP_REPAIR through the kernel. */
   inject?: (blob: ConnectionBlob) => net.Socket;
+  /**
+   * The tunnel check (createHost installs one): each flow is allowed before
+   * its socket is injected and revoked when it closes. Default: none.
+   */
+  tunnel?: Pick<TunnelFilter, 'allow' | 'revoke' | 'counters'>;
 }
 
 /** Why blobs were refused, and what was done: every blob ends in one counter. */
@@ -39,6 +45,12 @@ export interface HostAgentStats {
   refusedSender: number;
   injectFailed: number;
   closed: number;
+  /** Tunnel check (0 without one; read by refreshStats): packets of live flows let in. */
+  tunnelled: number;
+  /** VXLAN packets refused: VNI and inner 4-tuple are no flow of this host. */
+  tunnelRefusedFlow: number;
+  /** VXLAN packets refused: not from a balancer's address. */
+  tunnelRefusedSender: number;
 }
 
 export interface InjectedFlow {
@@ -64,6 +76,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   readonly stats: HostAgentStats = {
     datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
     refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
+    tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0,
   };
   /** Flow ID to its connection, while the socket is open (C11). */
   readonly flows = new Map<number, InjectedFlow>();
@@ -104,6 +117,17 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     this.sock.close();
     for (const f of this.flows.values()) f.socket.destroy();
     this.flows.clear();
+  }
+
+  /** The stats with the tunnel check's counters read now (they live in the kernel). */
+  async refreshStats(): Promise<HostAgentStats> {
+    if (this.opts.tunnel) {
+      const c = await this.opts.tunnel.counters();
+      this.stats.tunnelled = c.tunnelled;
+      this.stats.tunnelRefusedFlow = c.refusedFlow;
+      this.stats.tunnelRefusedSender = c.refusedSender;
+    }
+    return this.stats;
   }
 
   /** Median and p99 injection time (blob complete to socket ready), microseconds. */
@@ -165,8 +189,11 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     }
     let socket: net.Socket;
     try {
+      // Before injecting: the balancer's first tunnelled packet must find the flow allowed.
+      this.opts.tunnel?.allow(blob);
       socket = this.inject(blob);
     } catch (err) {
+      this.opts.tunnel?.revoke(blob);
       this.stats.injectFailed++;
       this.emit('error', err instanceof InjectError ? err : new Error(String(err)));
       return Status.INJECT_FAILED;
@@ -179,6 +206,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     socket.once('close', () => {
       if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
       this.stats.closed++;
+      this.opts.tunnel?.revoke(blob);
       // Tell the balancer, so the flow's mapping goes before its idle timeout.
       try {
         this.sock.send(encodeClosed(blob.flowId), from.port, from.address);

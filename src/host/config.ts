@@ -27,6 +27,7 @@ export const HostConfigSchema = Type.Object({
     device: Type.String({ default: 'vx0' }),
     create: Type.Boolean({ default: true, description: 'create what is missing (else only check)' }),
     cleanup: Type.Boolean({ default: true, description: 'remove on exit what was created' }),
+    filterTunnel: Type.Boolean({ default: true, description: 'nftables: admit tunnelled packets of live flows only, VXLAN from balancers only' }),
   }, { additionalProperties: false, default: {} }),
   app: Type.Union([
     Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),

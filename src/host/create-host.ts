@@ -2,18 +2,29 @@ import type net from 'node:net';
 import { HostAgent, type HostAgentOptions, type InjectedFlow } from './agent';
 import { createDemoServer, createForwarder, type ForwardStats } from './apps';
 import { HostNetwork } from './netsetup';
+import { TunnelFilter } from './tunnel-filter';
 
 export interface CreateHostOptions extends HostAgentOptions {
   /** 'demo' (built-in HTTP app), 'forward' (to a local upstream), or a handler of your own. */
   app: { kind: 'demo'; name: string } | { kind: 'forward'; upstream: { host: string; port: number } }
     | { kind: 'handler'; onConnection: (socket: net.Socket, flow: InjectedFlow) => void };
   /** Set up (and on close remove) the VXLAN device, VIPs on lo and sysctls. Default true. */
-  network?: false | { device?: string; create?: boolean; cleanup?: boolean };
+  network?: false | {
+    device?: string; create?: boolean; cleanup?: boolean;
+    /**
+     * Refuse tunnelled packets that are no live flow of this host, and VXLAN
+     * from addresses not in `balancers` (when given): see tunnel-filter.ts.
+     * Default true.
+     */
+    filterTunnel?: boolean;
+  };
 }
 
 export interface RunningHost {
   agent: HostAgent;
   network?: HostNetwork;
+  /** The tunnel check, when the network is set up with filterTunnel. */
+  tunnel?: TunnelFilter;
   forward?: ForwardStats;
   /** Demo app: requests answered and bytes served. */
   served?: { requests: number; bytes: number };
@@ -31,7 +42,17 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   if (o.network !== false) {
     network = new HostNetwork({ device: o.network?.device, create: o.network?.create, vips: [...new Set(o.vips.map((v) => v.ip))] }).apply();
   }
-  const agent = new HostAgent(o);
+  let tunnel: TunnelFilter | undefined;
+  const netOpts = o.network || undefined;
+  if (network && netOpts?.filterTunnel !== false) {
+    try {
+      tunnel = new TunnelFilter({ device: network.device, balancers: o.balancers }).install();
+    } catch (err) {
+      if (netOpts?.cleanup !== false) network.undo();
+      throw err;
+    }
+  }
+  const agent = new HostAgent({ ...o, tunnel });
   let forward: ForwardStats | undefined;
   let served: { requests: number; bytes: number } | undefined;
   let closeApp = () => {};
@@ -49,10 +70,11 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   }
   const port = await agent.listen();
   return {
-    agent, network, forward, served, port,
+    agent, network, tunnel, forward, served, port,
     close() {
       agent.close();
       closeApp();
+      tunnel?.close();
       if (network && (o.network === undefined || (o.network !== false && o.network.cleanup !== false))) network.undo();
     },
   };

@@ -4,3 +4,4 @@ export * from './config';
 export * from './create-host';
 export * from './netsetup';
 export * from './repair';
+export * from './tunnel-filter';

@@ -25,6 +25,8 @@ export interface HostProcConfig {
   balancers?: string[];
   /** VIP ports whose connections are TLS, with the certificate to present. */
   tls?: { ports: number[]; certFile: string; keyFile: string };
+  /** createHost's network.filterTunnel. Default true. */
+  filterTunnel?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -63,6 +65,7 @@ async function main(): Promise<void> {
     clusterKey: Buffer.from(keyHex, 'hex'),
     vips: cfg.vips,
     balancers: cfg.balancers ?? [],
+    network: { filterTunnel: cfg.filterTunnel ?? true },
     app: {
       kind: 'handler',
       onConnection: (socket: net.Socket, flow) => {
@@ -84,10 +87,12 @@ async function main(): Promise<void> {
     },
   });
   host.agent.on('error', (err) => out({ ev: 'agent-error', error: err.message }));
-  const stats = () => out({ ev: 'stats', stats: host.agent.stats });
+  // With the tunnel check's counters, read from the kernel.
+  const stats = () => host.agent.refreshStats().then((s) => out({ ev: 'stats', stats: s }),
+    (err: Error) => out({ ev: 'stats', stats: host.agent.stats, error: err.message }));
   process.on('SIGUSR2', stats);
-  const stop = () => {
-    stats();
+  const stop = async () => {
+    await stats();
     host.close();
     demo.close();
     tlsServer?.close();
