@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The tap suite against an ASan+UBSan build of the shim (make san ->
 # build-san/). Node is not instrumented, so the ASan runtime is preloaded into
-# it (and so into the processes the tests spawn: host agents, ip, curl, wrk,
-# dpdk-testpmd; harmless for them, and it checks the shim wherever a child
-# loads it). The shim is found through HANDOFF_SHIM_PATH (src/offload/native.ts).
+# Node and its Node children only (san-preload.js; curl, for one, hangs with
+# it preloaded). The shim is found through HANDOFF_SHIM_PATH (src/offload/native.ts).
 # build-san/test_pure (the pure-C unit tests, instrumented) runs first.
 # Ends with "san: N passed, N failed, N skipped".
 #
@@ -40,8 +39,12 @@ else
   fail=$((fail + 1))
 fi
 
-# The preload is scoped to tap and its children, not this script's tools.
-LD_PRELOAD="$rt${LD_PRELOAD:+:$LD_PRELOAD}" npx --no-install tap "$@" 2>&1 | tee "$log"
+# The runtime is preloaded into tap's Node and, through san-preload.js, into
+# every Node child (test files, host agents), not into curl, ip or wrk.
+tap_js=$(readlink -f "$root/node_modules/.bin/tap")
+export HANDOFF_SAN_RUNTIME="$rt"
+export NODE_OPTIONS="--require=$here/san-preload.js${NODE_OPTIONS:+ $NODE_OPTIONS}"
+LD_PRELOAD="$rt" node "$tap_js" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 if grep -qE 'ERROR: AddressSanitizer|runtime error:' "$log"; then
   echo "# sanitizer reports in $log:"

@@ -1,0 +1,54 @@
+// Loaded into every Node process of the sanitizer suite (NODE_OPTIONS
+// --require, set by san-suite.sh). The ASan runtime must be preloaded into
+// Node, which loads the instrumented shim, but not into the other programs the
+// tests start: some hang under it (curl deadlocks in setlocale with the
+// runtime preloaded). So a child gets LD_PRELOAD only when it is Node itself.
+'use strict';
+const cp = require('node:child_process');
+const path = require('node:path');
+const util = require('node:util');
+
+const runtime = process.env.HANDOFF_SAN_RUNTIME;
+const isNode = (file) => file === process.execPath || path.basename(String(file)) === 'node';
+
+function envFor(file, options) {
+  const env = { ...((options && options.env) || process.env) };
+  const others = String(env.LD_PRELOAD || '').split(':').filter((p) => p && p !== runtime);
+  if (isNode(file) && !(options && options.shell)) others.unshift(runtime);
+  if (others.length) env.LD_PRELOAD = others.join(':');
+  else delete env.LD_PRELOAD;
+  return { ...options, env };
+}
+
+// The arguments of spawn, spawnSync, execFile and execFileSync
+// ((file, args?, options?, callback?)) with the environment replaced.
+function fileArgs(a) {
+  const [file, args, options, ...rest] = a;
+  if (args !== undefined && args !== null && !Array.isArray(args)) {
+    if (typeof args === 'function') return [file, envFor(file, undefined), args, options, ...rest];
+    return [file, envFor(file, args), options, ...rest];
+  }
+  if (typeof options === 'function') return [file, args, envFor(file, undefined), options, ...rest];
+  return [file, args, envFor(file, options), ...rest];
+}
+
+// exec and execSync: (command, options?, callback?), always through a shell.
+function commandArgs(a) {
+  const [command, options, ...rest] = a;
+  if (typeof options === 'function') return [command, envFor('sh', undefined), options, ...rest];
+  return [command, envFor('sh', options), ...rest];
+}
+
+function wrap(name, fix) {
+  const orig = cp[name];
+  const wrapped = function (...a) { return orig.apply(this, fix(a)); };
+  // promisify(execFile) resolves { stdout, stderr } through this hook: keep it.
+  const custom = orig[util.promisify.custom];
+  if (custom) wrapped[util.promisify.custom] = function (...a) { return custom.apply(this, fix(a)); };
+  cp[name] = wrapped;
+}
+
+if (runtime) {
+  for (const name of ['spawn', 'spawnSync', 'execFile', 'execFileSync']) wrap(name, fileArgs);
+  for (const name of ['exec', 'execSync']) wrap(name, commandArgs);
+}
