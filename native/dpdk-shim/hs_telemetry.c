@@ -226,7 +226,7 @@ static int cmd_workers(const char *cmd, const char *params, struct rte_tel_data 
 		rte_tel_data_add_dict_u64(wd, "drops", drops_of(v));
 		rte_tel_data_add_dict_u64(wd, "idle_sleeps", v[HS_C_IDLE_SLEEPS]);
 		rte_tel_data_add_dict_u64(wd, "held_packets", LD(w->held));
-		rte_tel_data_add_dict_u64(wd, "accept_live", w->acc.cap - LD(w->acc.n_free));
+		rte_tel_data_add_dict_u64(wd, "accept_live", w->acc.cap - RTE_MIN(LD(w->acc.n_free), w->acc.cap));
 		rte_tel_data_add_dict_u64(wd, "commands_queued", rte_ring_count(w->cmd));
 		snprintf(name, sizeof(name), "worker%u", i);
 		attach_child(d, name, wd);
