@@ -22,7 +22,9 @@
 #define HS_PREFETCH_AHEAD 3
 #define HS_HOLD_NONE UINT32_MAX
 
-/* Mapping key, network byte order; padding zeroed so it hashes stably. */
+/* Mapping key, network byte order; padding zeroed so it hashes stably.
+ * 8-aligned: rte_hash_crc reads the key as uint64_t words (a misaligned load
+ * otherwise, which UBSan reports). */
 struct hs_flow_key {
 	uint32_t client_ip;
 	uint32_t vip;
@@ -30,7 +32,7 @@ struct hs_flow_key {
 	uint16_t vip_port;
 	uint8_t proto;
 	uint8_t pad[3];
-};
+} __attribute__((aligned(8)));
 
 /* A mapping's value. Control thread writes all but hold_ref, packets and
  * bytes, which belong to the worker that sees the flow. */
