@@ -133,7 +133,11 @@ class Connection {
 
   append(bytes: Buffer): void {
     if (this.bytes + bytes.length > this.data.length) {
-      const grown = Buffer.alloc(Math.max(this.data.length * 2, this.bytes + bytes.length, 2048));
+      // Exactly the first segment, then doubling: a connection that sent a
+      // few bytes and stopped (up to acceptCapacity of them) costs a few
+      // bytes. allocUnsafe: small ones come from Node's shared pool, and only
+      // the bytes written are ever read (received()).
+      const grown = Buffer.allocUnsafe(Math.max(this.data.length * 2, this.bytes + bytes.length));
       this.data.copy(grown, 0, 0, this.bytes);
       this.data = grown;
     }
