@@ -35,6 +35,8 @@ export interface Cell {
   loadavg1: number;
   /** Handoff only: handoffs completed and failed during the window. */
   handoffs?: { completed: number; failed: number };
+  /** Handoff only: its shim counters and engine stats over the window (non-zero changes), drops included. */
+  lbCounters?: Record<string, number>;
 }
 
 export interface Results {

@@ -25,6 +25,8 @@
 //          --modes direct,handoff,haproxy --cases 1k,100k,1m,1k-close
 //          --cpus 0,1 (HAProxy threads; Handoff's lcores come from configs/demo.yaml)
 //          --out bench/results
+//          --profile DIR (V8 CPU profiles of `handoff lb` and the hosts' node into DIR;
+//                         summarise with node dist/bench/handoff/profile.js FILE)
 // Writes e2e-vs-haproxy.{json,md,svg} to --out. Last line:
 //   e2e_rps_ratio_1mb=R e2e_lb_bytes_ratio_1mb=B e2e_rps_vs_direct_1mb=D e2e_close_vs_direct_1kb=K
 // (R, B: Handoff over HAProxy, B per request; D, K: Handoff over direct).
@@ -67,6 +69,8 @@ interface Options {
   cpus: number[];
   rounds: number;
   out: string;
+  /** Directory for V8 CPU profiles of the balancer's and hosts' node (--cpu-prof), written as they stop. */
+  profile?: string;
 }
 
 function parseOptions(): Options {
@@ -75,7 +79,7 @@ function parseOptions(): Options {
       seconds: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, rounds: { type: 'string', default: '3' },
       connections: { type: 'string', default: '16' }, threads: { type: 'string', default: '1' },
       modes: { type: 'string', default: MODES.join(',') }, cases: { type: 'string', default: Object.keys(CASES).join(',') },
-      cpus: { type: 'string', default: '0,1' }, out: { type: 'string', default: 'bench/results' },
+      cpus: { type: 'string', default: '0,1' }, out: { type: 'string', default: 'bench/results' }, profile: { type: 'string' },
     },
   });
   const num = (k: 'seconds' | 'warmup' | 'connections' | 'threads' | 'rounds', min: number, max: number) => {
@@ -95,6 +99,7 @@ function parseOptions(): Options {
     seconds: num('seconds', 1, 600), warmup: num('warmup', 0, 60), connections: Math.round(num('connections', 1, 10000)),
     threads: Math.round(num('threads', 1, 64)), modes: list<Mode>('modes', MODES), cases: list<CaseId>('cases', Object.keys(CASES)),
     cpus, rounds: Math.round(num('rounds', 1, 100)), out: path.resolve(values.out!),
+    profile: values.profile ? path.resolve(values.profile) : undefined,
   };
 }
 
@@ -113,6 +118,8 @@ interface Sample {
   machineBusy: number;
   load: number;
   handoffs?: { completed: number; failed: number };
+  /** Handoff: what its shim counters and engine stats counted in the window (non-zero changes). */
+  counters: Record<string, number>;
 }
 
 interface Balancers {
@@ -134,8 +141,8 @@ function wrkOptions(world: BenchWorld, o: Options, mode: Mode, id: CaseId, dir: 
 async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs: Balancers, dir: string): Promise<Sample> {
   const lb = mode === 'direct' ? undefined : lbs[mode];
   const other = mode === 'handoff' ? lbs.haproxy : mode === 'haproxy' ? lbs.handoff : undefined;
-  const engine = async () => (mode === 'handoff' ? ((await fetchStatus<Record<string, any>>(lbs.handoff!.socket)).engine ?? {}) : {});
-  const e0 = await engine();
+  const status = async () => (mode === 'handoff' ? flatCounters(await fetchStatus<Record<string, any>>(lbs.handoff!.socket)) : {});
+  const e0 = await status();
   const hostCpu0 = world.hostProcs.map((h) => cpuSeconds(h.pid));
   const lbCpu0 = lb ? cpuSeconds(lb.pid) : 0;
   const otherCpu0 = other ? cpuSeconds(other.pid) : 0;
@@ -146,7 +153,7 @@ async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs
   const load = os.loadavg()[0];
   const wrk = await runWrk({ ...wrkOptions(world, o, mode, id, dir), seconds: o.seconds });
   const m1 = machineCpu();
-  const e1 = await engine();
+  const e1 = await status();
   return {
     wrk, load, machineBusy: busyShare(m0, m1),
     lbBytes: wire ? ifaceBytes(wire) - bytes0 : 0,
@@ -157,7 +164,17 @@ async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs
     handoffs: mode === 'handoff'
       ? { completed: (e1.handoffsCompleted ?? 0) - (e0.handoffsCompleted ?? 0), failed: (e1.handoffsFailed ?? 0) - (e0.handoffsFailed ?? 0) }
       : undefined,
+    counters: Object.fromEntries(Object.entries(e1).map(([k, v]) => [k, v - (e0[k] ?? 0)]).filter(([, v]) => v !== 0)),
   };
+}
+
+/** The balancer's shim counters and engine stats as one flat map of numbers. */
+function flatCounters(st: Record<string, any>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const src of [st.counters ?? {}, st.engine ?? {}]) {
+    for (const [k, v] of Object.entries(src)) if (typeof v === 'number') out[k] = v;
+  }
+  return out;
 }
 
 const median = (xs: number[]) => {
@@ -178,6 +195,8 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[]): Cell {
   const errorsBy: Record<string, number> = {};
   for (const x of ss) for (const [k, v] of Object.entries(x.wrk.errors)) errorsBy[k] = (errorsBy[k] ?? 0) + v;
   const hasLb = mode !== 'direct';
+  const counters: Record<string, number> = {};
+  for (const x of ss) for (const [k, v] of Object.entries(x.counters)) counters[k] = (counters[k] ?? 0) + v;
   return {
     mode, case: id, label: c.label, responseBytes: c.bytes, connectionClose: c.close,
     rps: requests / seconds, roundsRps: ss.map((x) => Math.round(x.wrk.rps)), requests, seconds,
@@ -193,6 +212,7 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[]): Cell {
     machineBusy: sum((x) => x.machineBusy * x.wrk.durationUs) / sum((x) => x.wrk.durationUs), loadavg1: median(ss.map((x) => x.load)),
     handoffs: mode === 'handoff'
       ? { completed: sum((x) => x.handoffs?.completed ?? 0), failed: sum((x) => x.handoffs?.failed ?? 0) } : undefined,
+    lbCounters: mode === 'handoff' ? counters : undefined,
   };
 }
 
@@ -220,7 +240,7 @@ async function main(): Promise<void> {
   const load0 = loadavg();
   say(`bench:e2e: ${o.modes.join(', ')} x ${o.cases.join(', ')}; wrk -t${o.threads} -c${o.connections}; per case ${o.warmup} s warm-up per column, ` +
     `then ${o.rounds} rounds of ${o.seconds} s per column, columns alternating; ${os.cpus().length} CPUs, load ${load0.join(' ')}`);
-  const world = new BenchWorld(dir);
+  const world = new BenchWorld(dir, o.profile ? ['--cpu-prof', `--cpu-prof-dir=${o.profile}`] : []);
   live.add(() => world.topo.destroy());
   const samples = new Map<string, Sample[]>();
   const lbs: Balancers = {};

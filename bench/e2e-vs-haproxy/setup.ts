@@ -74,7 +74,11 @@ export class BenchWorld {
   private readonly key = crypto.randomBytes(32).toString('hex');
   private innerMacs: string[] = [];
 
-  constructor(readonly dir: string) {
+  /**
+   * @param nodeArgs given to the balancer's and hosts' node (e.g. --cpu-prof,
+   *   written when they stop)
+   */
+  constructor(readonly dir: string, private readonly nodeArgs: string[] = []) {
     this.topo = new Topology('b');
     this.lb = this.topo.host('lb', '');
     this.hap = this.topo.host('hap', HAPROXY_CIDR);
@@ -101,7 +105,7 @@ export class BenchWorld {
   async startHosts(): Promise<void> {
     for (const [i, h] of HOSTS.entries()) {
       const cfg: HostChildConfig = { name: h.name, vip: { ip: VIP, port: 80 }, balancers: [LB_IP], plainPort: PLAIN_PORT };
-      const r = this.spawn(h.name, this.hosts[i].ns, process.execPath, [HOST_JS, JSON.stringify(cfg)],
+      const r = this.spawn(h.name, this.hosts[i].ns, process.execPath, [...this.nodeArgs, HOST_JS, JSON.stringify(cfg)],
         { ...process.env, HANDOFF_CLUSTER_KEY: this.key });
       let mac = '';
       r.child.stdout?.on('data', (d: Buffer) => {
@@ -151,7 +155,7 @@ export class BenchWorld {
   /** `handoff lb` in the lb namespace, as `handoff demo` starts it; resolves once its control socket answers. */
   async startHandoff(): Promise<Running & { socket: string; lcores: string }> {
     const { file, socket } = this.handoffConfig();
-    const r = this.spawn('handoff lb', this.lb.ns, process.execPath, [CLI, 'lb', '--config', file],
+    const r = this.spawn('handoff lb', this.lb.ns, process.execPath, [...this.nodeArgs, CLI, 'lb', '--config', file],
       { ...process.env, HANDOFF_CLUSTER_KEY: this.key });
     await waitFor('handoff lb', async () => {
       if (r.child.exitCode !== null) throw new BenchSetupError(`handoff lb exited ${r.child.exitCode}:\n${r.tail.text()}`);
