@@ -50,6 +50,15 @@ function M.configure(scenario, pkt, default_mode)
     return mode
 end
 
+-- Wall-clock seconds: Lua has none finer than os.time(), and pktgen.delay()
+-- overruns (it runs Pktgen's timers between 10 ms sleeps).
+local function now()
+    local p = io.popen("date +%s.%N")
+    local t = p and tonumber(p:read("*l"))
+    if p then p:close() end
+    return t or os.time()
+end
+
 local function stats()
     return pktgen.portStats(M.port, "port")[tonumber(M.port)]
 end
@@ -67,19 +76,23 @@ end
 function M.measure(scenario, mode)
     local seconds = number("HANDOFF_SECONDS", 10)
     local warmup = number("HANDOFF_WARMUP", 2)
+    pktgen.screen("off") -- no redraws: less work for the main lcore, plain output
     pktgen.clr()
     pktgen.start(M.port)
     pktgen.delay(math.floor(warmup * 1000))
     local a = stats()
+    local t0 = now()
     mark("start", a)
     pktgen.delay(math.floor(seconds * 1000))
     local b = stats()
+    local t1 = now()
     mark("end", b)
     pktgen.stop(M.port)
+    seconds = t1 - t0
     local tx = (b.opackets - a.opackets) / seconds
     local rx = (b.ipackets - a.ipackets) / seconds
     local line = string.format(
-        "handoff-pktgen scenario=%s mode=%s seconds=%g tx_pps=%.0f rx_pps=%.0f tx_mbps=%.1f rx_mbps=%.1f " ..
+        "handoff-pktgen scenario=%s mode=%s seconds=%.2f tx_pps=%.0f rx_pps=%.0f tx_mbps=%.1f rx_mbps=%.1f " ..
         "rx_missed=%d tx_errors=%d",
         scenario, mode, seconds, tx, rx, (b.obytes - a.obytes) * 8 / seconds / 1e6,
         (b.ibytes - a.ibytes) * 8 / seconds / 1e6, b.imissed - a.imissed, b.oerrors - a.oerrors)

@@ -120,7 +120,7 @@ async function runPktgen(o: Options, ns: string, s: Scenario, pcapFile: string |
     // Pktgen's main lcore shares CPU 1 with the balancer's worker; its port
     // lcore polls on CPU 0, where the balancer's control thread mostly sleeps.
     '--lcores', '0@1,1@0', '--no-huge', '-m', String(o.memMb), '--no-pci', '--no-telemetry',
-    '--file-prefix', `${ns}-pg`, '--vdev', `net_af_packet0,iface=${VETH.pktgenDev}`,
+    '--file-prefix', `${ns}-pg`, '--vdev', `net_af_packet0,iface=${VETH.pktgenDev},framecnt=4096`,
     '--', '-N', '-P', '-m', '[1].0', ...(pcapFile ? ['-s', `0:${pcapFile}`] : []), '-f', path.join(dir, s.lua),
   ];
   const child = spawn('ip', args, {
