@@ -311,11 +311,14 @@ async function main(): Promise<void> {
   say('');
   say(renderMarkdown(results, { brief: true }));
   say(`results: ${path.relative(process.cwd(), base)}.{json,md,svg}`);
-  const bad = cells.filter((c) => c.errors > 0 || c.requests === 0 || (c.handoffs && c.handoffs.failed > 0));
+  // A short body would count as a request in wrk but not have carried the bytes.
+  const bad = cells.filter((c) => c.errors > 0 || c.requests === 0 || (c.handoffs && c.handoffs.failed > 0) ||
+    c.clientBytes < c.requests * c.responseBytes);
   const line = summaryLine(results);
   if (bad.length) {
     say(`bench:e2e: cells with errors: ${bad.map((c) => `${c.mode}/${c.case} (${JSON.stringify(c.errorsBy)}` +
-      `${c.handoffs?.failed ? `, ${c.handoffs.failed} failed handoffs` : ''})`).join(', ')}`);
+      `${c.handoffs?.failed ? `, ${c.handoffs.failed} failed handoffs` : ''}` +
+      `${c.clientBytes < c.requests * c.responseBytes ? `, ${c.clientBytes} bytes read for ${c.requests} responses` : ''})`).join(', ')}`);
   }
   if (line) say(line);
   if (bad.length) process.exitCode = 1;
