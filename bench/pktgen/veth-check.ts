@@ -4,7 +4,8 @@
 // scenario runs Pktgen once with its Lua script; the balancer's counters are
 // read at the edges of Pktgen's measured window. Root; Pktgen is not part of
 // the project (docs/benchmarks.md says how to build it):
-//   PKTGEN=/path/to/pktgen node dist/bench/pktgen/veth-check.js [--seconds=N] [--only=a,b] [--pcaps=DIR]
+//   PKTGEN=/path/to/pktgen node dist/bench/pktgen/veth-check.js [--seconds=N] [--only=a,b] [--pcaps=DIR] [--hugepages]
+// (--hugepages: Pktgen on 2 MiB pages, which must be reserved and mounted; the balancer stays on 4 KiB pages.)
 // This checks that the scripts drive the balancer as intended and that its
 // counters move; af_packet over veth on a shared VM says nothing about NIC rates.
 import { ChildProcess, spawn } from 'node:child_process';
@@ -36,11 +37,12 @@ const SCENARIOS: Scenario[] = [
 /** The balancer counters each scenario is about. */
 const SHOWN = ['rx_packets', 'encap_packets', 'exception_miss', 'syn_received', 'synack_sent', 'drop_bad_cookie', 'tx_packets'];
 
-interface Options { pktgen: string; seconds: number; only?: string[]; pcaps?: string; memMb: number }
+interface Options { pktgen: string; seconds: number; only?: string[]; pcaps?: string; memMb: number; hugepages: boolean }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { pktgen: process.env.PKTGEN ?? '', seconds: 5, memMb: 2048 };
+  const o: Options = { pktgen: process.env.PKTGEN ?? '', seconds: 5, memMb: 2048, hugepages: false };
   for (const a of argv) {
+    if (a === '--hugepages') { o.hugepages = true; continue; }
     const m = /^--([a-z]+)=(.+)$/.exec(a);
     if (!m) throw new Error(`unknown argument '${a}'`);
     if (m[1] === 'seconds') o.seconds = Number(m[2]);
@@ -119,8 +121,10 @@ async function runPktgen(o: Options, ns: string, s: Scenario, pcapFile: string |
     'netns', 'exec', ns, o.pktgen,
     // Pktgen's main lcore shares CPU 1 with the balancer's worker; its port
     // lcore polls on CPU 0, where the balancer's control thread mostly sleeps.
-    '--lcores', '0@1,1@0', '--no-huge', '-m', String(o.memMb), '--no-pci', '--no-telemetry',
-    '--file-prefix', `${ns}-pg`, '--vdev', `net_af_packet0,iface=${VETH.pktgenDev},framecnt=4096`,
+    // In memory only: Pktgen 23.03 exits without rte_eal_cleanup() and would
+    // leave its hugepage files (and the pages) and runtime directory behind.
+    '--lcores', '0@1,1@0', ...(o.hugepages ? ['--in-memory'] : ['--no-huge', '--no-shconf']), '-m', String(o.memMb),
+    '--no-pci', '--no-telemetry', '--vdev', `net_af_packet0,iface=${VETH.pktgenDev},framecnt=4096`,
     '--', '-N', '-P', '-m', '[1].0', ...(pcapFile ? ['-s', `0:${pcapFile}`] : []), '-f', path.join(dir, s.lua),
   ];
   const child = spawn('ip', args, {
