@@ -35,6 +35,9 @@ enum hs_flow_state {
 	HS_STATE_PENDING = 1, /**< blob in flight: packets are held */
 	HS_STATE_ACTIVE = 2,  /**< host has the socket: packets are tunnelled */
 	HS_STATE_CLOSING = 3, /**< FIN or RST seen: still tunnelled until removed */
+	HS_STATE_REOPENED = 4, /**< a new SYN on a CLOSING flow's 4-tuple: the data path ignores the
+				    mapping (the new connection is accepted as any other); set by
+				    workers only, removed by the control plane */
 };
 
 /** Why a packet reached the exception ring. */

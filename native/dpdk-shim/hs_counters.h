@@ -22,6 +22,7 @@
 	X(EXC_LOCAL, "exception_local")                                        \
 	X(CTL_TX, "control_tx")                                                \
 	X(FIN_RST, "fin_rst_seen")                                             \
+	X(REOPENED, "reopened_by_syn")                                         \
 	X(COMMANDS, "commands")                                                \
 	X(IDLE_SLEEPS, "idle_sleeps")                                          \
 	X(SYN_RCVD, "syn_received")                                            \

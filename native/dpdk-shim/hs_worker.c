@@ -18,6 +18,8 @@
 
 #define TCP_FIN 0x01
 #define TCP_RST 0x04
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
 
 static inline void count(struct hs_worker *w, int c) { w->stats->c[c]++; }
 
@@ -188,6 +190,28 @@ static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, 
 	encap_send(w, e, m);
 }
 
+/*
+ * A client reuses its port soon after a connection closed (the host closed
+ * first, so the client has no TIME_WAIT). Its SYN must start a new handoff,
+ * not be tunnelled to the old host, whose kernel would answer with a RST:
+ * a pure SYN on a CLOSING mapping marks it REOPENED, and from then on the
+ * mapping is treated as absent until the control plane replaces or removes it.
+ */
+static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t tcp_flags)
+{
+	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	if (likely(state != HS_STATE_CLOSING && state != HS_STATE_REOPENED))
+		return 0;
+	if (state == HS_STATE_REOPENED)
+		return 1;
+	if ((tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
+		return 0;
+	uint8_t closing = HS_STATE_CLOSING;
+	if (__atomic_compare_exchange_n(&e->state, &closing, HS_STATE_REOPENED, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		count(w, HS_C_REOPENED);
+	return 1;
+}
+
 void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason)
 {
 	m->hash.usr = (uint32_t)reason | (uint32_t)port << 8 | (uint32_t)w->idx << 16;
@@ -315,7 +339,7 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 		if (hits & (1ULL << j))
 			rte_prefetch0(data[j]);
 	for (uint16_t j = 0; j < nv; j++) {
-		if (likely(hits & (1ULL << j)))
+		if (likely(hits & (1ULL << j)) && likely(!reopened(w, data[j], vp[j].tcp_flags)))
 			mapped(w, data[j], vm[j], vp[j].tcp_flags);
 		else if (vp[j].proto == IPPROTO_TCP)
 			hs_accept_segment(w, in, vm[j], &vp[j]);

@@ -54,6 +54,10 @@ export interface HandoffEngineOptions {
   closingTimeoutMs?: number;
   /** A mapping with no packet for this long is removed. Default 300000. */
   idleTimeoutMs?: number;
+  /** Health-check answers (PONG datagrams) from host agents, with the sender's address. */
+  onHostDatagram?: (fromIp: string, datagram: Buffer) => void;
+  /** Each completed handoff's latency, microseconds (first data byte to the host's final ACK). */
+  onHandoffLatency?: (us: number) => void;
 }
 
 /** Counters of the engine; every connection ends in exactly one outcome. */
@@ -185,7 +189,7 @@ export class HandoffEngine {
   /** Completed handoffs per host. */
   readonly perHost = new Map<string, number>();
   private readonly shim: Shim;
-  private readonly router: Router;
+  private router: Router;
   private readonly key: Buffer;
   private readonly hostByName = new Map<string, EngineHost>();
   private readonly hostByIp = new Map<string, EngineHost>();
@@ -215,6 +219,8 @@ export class HandoffEngine {
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly spinMs: number;
+  private readonly onHostDatagram?: (fromIp: string, datagram: Buffer) => void;
+  private readonly onHandoffLatency?: (us: number) => void;
 
   constructor(o: HandoffEngineOptions) {
     if (!Buffer.isBuffer(o.clusterKey) || o.clusterKey.length < 16) {
@@ -223,10 +229,9 @@ export class HandoffEngine {
     this.shim = o.shim;
     this.router = o.router;
     this.key = o.clusterKey;
-    for (const h of o.hosts) {
-      this.hostByName.set(h.name, h);
-      this.hostByIp.set(h.ip, h);
-    }
+    this.setHosts(o.hosts);
+    this.onHostDatagram = o.onHostDatagram;
+    this.onHandoffLatency = o.onHandoffLatency;
     this.shimPort = o.shimPort ?? 0;
     this.blobPort = o.blobPort ?? 4790;
     this.byteCap = o.byteCap ?? 16384;
@@ -249,6 +254,62 @@ export class HandoffEngine {
     if (!n) return { count: 0, p50: NaN, p99: NaN };
     const s = Float64Array.from(this.latencies.subarray(0, n)).sort();
     return { count: this.latencyCount, p50: s[Math.floor(n * 0.5)], p99: s[Math.min(n - 1, Math.floor(n * 0.99))] };
+  }
+
+  /**
+   * Reload: the hosts new connections may go to. Connections under way keep
+   * the host they were given; flows already handed off are not touched.
+   */
+  setHosts(hosts: readonly EngineHost[]): void {
+    this.hostByName.clear();
+    // Addresses stay known: transfers under way to a host just removed still need its next-hop MAC.
+    this.udpHeaders.clear();
+    for (const h of hosts) {
+      this.hostByName.set(h.name, h);
+      this.hostByIp.set(h.ip, h);
+    }
+  }
+
+  /** Reload: the rules and pools for connections decided from now on. */
+  setRouter(router: Router): void {
+    this.router = router;
+  }
+
+  /** Send one datagram to a host's agent port from the blob port (health checks). */
+  sendToHost(name: string, datagram: Buffer): boolean {
+    const h = this.hostByName.get(name);
+    if (!h) return false;
+    this.sendDatagram(h.ip, h.agentPort, datagram);
+    this.flushTx();
+    return true;
+  }
+
+  /**
+   * Mappings by state as the engine tracks them: PENDING while a handoff is
+   * under way; ACTIVE and CLOSING for flows handed off (CLOSING as of the
+   * last sweep), also per host address. O(flows): for scrapes, not per packet.
+   */
+  flowCounts(): { pending: number; active: number; closing: number; byHostIp: Map<string, { active: number; closing: number }> } {
+    let pending = 0;
+    for (const v of this.pendingByHost.values()) pending += v;
+    let closing = 0;
+    const byHostIp = new Map<string, { active: number; closing: number }>();
+    for (const f of this.active.values()) {
+      let h = byHostIp.get(f.hostIp);
+      if (!h) byHostIp.set(f.hostIp, h = { active: 0, closing: 0 });
+      if (f.closingSince) {
+        closing++;
+        h.closing++;
+      } else {
+        h.active++;
+      }
+    }
+    return { pending, active: this.active.size - closing, closing, byHostIp };
+  }
+
+  /** Handoffs under way per host (decided, not yet confirmed by the host). */
+  pendingFor(host: string): number {
+    return this.pending(host);
   }
 
   /** Connections the engine is tracking (classifying, freezing or transferring). */
@@ -456,6 +517,7 @@ export class HandoffEngine {
       this.active.set(c.flowId, { key: c.key, hostIp: host.ip, packets: 0n, lastChange: performance.now(), closingSince: 0 });
       const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
       this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
+      this.onHandoffLatency?.(us);
       return;
     }
     const next = this.router.nextHost(c.decision!, c.info, c.tried, this.health, this.pending);
@@ -527,7 +589,8 @@ export class HandoffEngine {
       }
       const [flowId, f] = next.value;
       const m = this.shim.lookupMapping(f.key);
-      let remove = !m || m.flowId !== flowId;
+      let remove = !m || m.flowId !== flowId || m.state === FlowState.REOPENED;
+      if (remove && m?.state === FlowState.REOPENED) this.stats.mappingsClosed++;
       if (!remove && (m!.state === FlowState.CLOSING || f.closingSince)) {
         if (!f.closingSince) f.closingSince = now;
         if (now - f.closingSince > this.closingTimeoutMs) {
@@ -583,6 +646,11 @@ export class HandoffEngine {
     const from = { ip: ipv4ToString(f.readUInt32BE(l2 + 12)), port: f.readUInt16BE(udp) };
     const payload = Buffer.from(f.subarray(udp + 8, udp + len));
     if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
+    if (payload.length > 5 && payload[5] === DatagramType.PONG) {
+      if (this.onHostDatagram) this.onHostDatagram(from.ip, payload);
+      else this.stats.localIgnored++;
+      return;
+    }
     this.sender.onDatagram(from, payload);
   }
 

@@ -1,13 +1,33 @@
 import crypto from 'node:crypto';
 import { HandoffEngine, Router } from '../classifier';
+import type { EngineHost } from '../classifier';
 import { PacketBurst, Shim } from '../offload';
+import { decodeDatagram } from '../transfer';
 import { BalancerConfig } from './config-schema';
-import { ealArgs } from './config';
+import { ConfigError, ealArgs } from './config';
+import type { ConfigProblem } from './config';
+import { HealthMonitor } from './health';
+import type { Logger } from './log';
 
 export interface BalancerOptions {
   /** Cluster key for blobs; required when the configuration has pools. */
   clusterKey?: Buffer;
+  /** Structured log; default: none. */
+  log?: Logger;
+  /** Each completed handoff's latency in microseconds (metrics). */
+  onHandoffLatency?: (us: number) => void;
 }
+
+/** What a reload changed, in words for the log. */
+export interface ReloadResult {
+  changes: string[];
+}
+
+/** Keys a running balancer cannot change: a reload touching them is refused (restart instead). */
+const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
+  'mappings', 'statsIntervalMs', 'control', 'log'] as const;
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /**
  * A running balancer: the shim, its hosts, and the control loop. With
@@ -16,7 +36,6 @@ export interface BalancerOptions {
  */
 export class Balancer {
   readonly shim: Shim;
-  readonly config: BalancerConfig;
   engine?: HandoffEngine;
   /** Exception packets drained with no engine to take them (counted, never silent). */
   unhandledExceptions = 0;
@@ -25,10 +44,23 @@ export class Balancer {
   private running?: Promise<void>;
   private readonly burst = new PacketBurst(64);
   private readonly clusterKey?: Buffer;
+  private readonly log?: Logger;
+  private readonly onHandoffLatency?: (us: number) => void;
+  /** The configuration in force (the constructor's, then each reload's). */
+  private current: BalancerConfig;
+  /** Shim host id by host name: stable across reloads, so flows keep their host. */
+  private readonly hostIds = new Map<string, number>();
+  health?: HealthMonitor;
+  private healthTimer?: NodeJS.Timeout;
+  /** Set once a graceful shutdown has begun. */
+  shuttingDown = false;
+  readonly reloads = { applied: 0, refused: 0 };
 
   constructor(config: BalancerConfig, options: BalancerOptions = {}) {
-    this.config = config;
+    this.current = config;
     this.clusterKey = options.clusterKey;
+    this.log = options.log;
+    this.onHandoffLatency = options.onHandoffLatency;
     const a = config.accept;
     this.shim = new Shim({
       eal: ealArgs(config),
@@ -56,14 +88,28 @@ export class Balancer {
   start(): void {
     const cfg = this.config;
     this.shim.start();
-    cfg.hosts.forEach((h, id) => this.shim.setHost(id, h));
+    cfg.hosts.forEach((h, id) => {
+      this.shim.setHost(id, h);
+      this.hostIds.set(h.name, id);
+    });
     if (cfg.routing.pools.length) {
       if (!this.clusterKey) throw new Error('routing is configured but no cluster key was given');
       const names = cfg.hosts.map((h) => h.name);
+      if (cfg.health.enabled) {
+        this.health = new HealthMonitor(cfg.hosts, {
+          send: (host, d) => this.engine?.sendToHost(host, d),
+          intervalMs: cfg.health.intervalMs, timeoutMs: cfg.health.timeoutMs, fall: cfg.health.fall, rise: cfg.health.rise,
+          onChange: (host, st, reason) => this.log?.warn({ event: 'host-health', host, up: st.up, draining: st.draining || st.drainConfigured,
+            eligible: this.eligible(host) }, `host ${host}: ${reason}`),
+        });
+      }
       this.engine = new HandoffEngine({
         shim: this.shim,
         router: new Router(cfg.routing, names),
-        hosts: cfg.hosts.map((h, id) => ({ name: h.name, id, ip: h.ip, nexthopMac: h.nexthopMac, agentPort: h.agentPort })),
+        hosts: this.engineHosts(cfg),
+        health: (name) => this.eligible(name),
+        onHostDatagram: (fromIp, d) => this.onHostDatagram(fromIp, d),
+        onHandoffLatency: this.onHandoffLatency,
         clusterKey: this.clusterKey,
         blobPort: cfg.blob.port,
         byteCap: cfg.classify.byteCap,
@@ -75,6 +121,11 @@ export class Balancer {
           maxInFlightPerHost: cfg.blob.maxInFlightPerHost, fragmentSize: cfg.blob.fragmentSize },
       });
       this.running = this.engine.run();
+      if (this.health) {
+        const tick = Math.max(10, Math.min(100, cfg.health.timeoutMs / 4, cfg.health.intervalMs / 4));
+        this.healthTimer = setInterval(() => this.health?.tick(), tick);
+        this.healthTimer.unref();
+      }
     } else {
       this.running = this.drainLoop();
     }
@@ -85,13 +136,80 @@ export class Balancer {
     }
   }
 
+  /** Whether `host` may take new connections: configured, not drained, passing its checks. */
+  eligible(host: string): boolean {
+    const h = this.current.hosts.find((x) => x.name === host);
+    if (!h || h.drain) return false;
+    return this.health ? this.health.eligible(host) : true;
+  }
+
+  /** The hosts of the configuration in force. */
+  currentHosts(): BalancerConfig['hosts'] {
+    return this.current.hosts;
+  }
+
+  /** The configuration in force. */
+  get config(): BalancerConfig {
+    return this.current;
+  }
+
+  /**
+   * Apply a new configuration without dropping an established flow: rules,
+   * pools, hosts (added, changed, removed, drained) and health-check
+   * settings. Hosts keep their shim ids; a removed host's flows keep being
+   * tunnelled to it until they end. Anything else differing is refused.
+   * @throws ConfigError (key paths needing a restart); the old configuration stays.
+   */
+  reload(next: BalancerConfig, file = '<config>'): ReloadResult {
+    const old = this.current;
+    const problems: ConfigProblem[] = RESTART_KEYS.filter((k) => !same(old[k], next[k]))
+      .map((k) => ({ path: `/${k}`, message: 'changed, but only a restart applies it (reload applies routing, hosts and health)' }));
+    if (!!old.routing.pools.length !== !!next.routing.pools.length) {
+      problems.push({ path: '/routing/pools', message: 'turning routing on or off needs a restart' });
+    }
+    if (next.health.enabled !== old.health.enabled) problems.push({ path: '/health/enabled', message: 'needs a restart' });
+    if (problems.length) {
+      this.reloads.refused++;
+      throw new ConfigError(file, problems);
+    }
+    const changes = describeChanges(old, next);
+    // Shim host table first: a host must exist before a mapping may name it.
+    let nextId = Math.max(-1, ...this.hostIds.values()) + 1;
+    for (const h of next.hosts) {
+      const before = old.hosts.find((x) => x.name === h.name);
+      let id = this.hostIds.get(h.name);
+      // A host whose address changed gets a new id: flows on the old address keep theirs.
+      if (id === undefined || (before && (before.ip !== h.ip || before.port !== h.port))) {
+        id = nextId++;
+        this.hostIds.set(h.name, id);
+      } else if (before && same(before, h)) {
+        continue;
+      }
+      this.shim.setHost(id, h);
+    }
+    if (this.engine) {
+      this.engine.setHosts(this.engineHosts(next));
+      this.engine.setRouter(new Router(next.routing, next.hosts.map((h) => h.name)));
+    }
+    this.health?.configure(next.health);
+    this.health?.setHosts(next.hosts);
+    this.current = next;
+    this.reloads.applied++;
+    return { changes };
+  }
+
   /** Everything `handoff status` shows. */
   status(): Record<string, unknown> {
     const c = this.shim.counters();
     return {
       ports: this.config.ports.map((p, i) => ({ device: p.device, ...this.shim.portInfo(i) })),
       vips: this.config.vips,
-      hosts: this.config.hosts.map((h) => ({ name: h.name, ip: h.ip, handoffs: this.engine?.perHost.get(h.name) ?? 0 })),
+      hosts: this.config.hosts.map((h) => ({
+        name: h.name, ip: h.ip, handoffs: this.engine?.perHost.get(h.name) ?? 0, eligible: this.eligible(h.name),
+        drain: h.drain, health: this.health?.state(h.name) ?? null,
+      })),
+      shuttingDown: this.shuttingDown,
+      reloads: this.reloads,
       mappings: this.shim.mappingCount(),
       activeFlows: this.engine?.activeFlows ?? 0,
       counters: c.total,
@@ -101,13 +219,39 @@ export class Balancer {
     };
   }
 
+  /**
+   * Graceful shutdown: keep serving (handoffs under way complete, tunnelled
+   * flows keep flowing) until no handoff is under way and every flow's
+   * mapping is gone, or `timeoutMs` has passed; then stop. Upstream, /healthz
+   * answers 503 from the start so the VIP's traffic can be moved elsewhere.
+   * @returns whether everything drained before the timeout.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    this.shuttingDown = true;
+    const end = Date.now() + timeoutMs;
+    const idle = () => !this.engine || (this.engine.inProgress === 0 && this.engine.activeFlows === 0);
+    while (!idle() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    return idle();
+  }
+
   async stop(): Promise<void> {
+    if (this.healthTimer) clearInterval(this.healthTimer);
     if (this.rotateTimer) clearInterval(this.rotateTimer);
     this.draining = false;
     if (this.engine) this.engine.stop();
     else this.shim.wakeExceptions();
     await this.running;
     this.shim.stop();
+  }
+
+  private engineHosts(cfg: BalancerConfig): EngineHost[] {
+    return cfg.hosts.map((h) => ({ name: h.name, id: this.hostIds.get(h.name)!, ip: h.ip, nexthopMac: h.nexthopMac, agentPort: h.agentPort }));
+  }
+
+  private onHostDatagram(fromIp: string, datagram: Buffer): void {
+    const d = decodeDatagram(datagram);
+    if ('error' in d || d.type !== 'pong' || !this.health) return;
+    for (const h of this.current.hosts) if (h.ip === fromIp) this.health.onPong(h.name, d);
   }
 
   /** No engine: take exceptions as they come (parked on the shim's eventfd when idle) and count them. */
@@ -122,4 +266,30 @@ export class Balancer {
       await this.shim.waitExceptions(100);
     }
   }
+}
+
+/** A line per change, for the reload log. */
+export function describeChanges(a: BalancerConfig, b: BalancerConfig): string[] {
+  const out: string[] = [];
+  const diff = <T extends { name: string }>(kind: string, xs: readonly T[], ys: readonly T[]) => {
+    for (const y of ys) {
+      const x = xs.find((v) => v.name === y.name);
+      if (!x) out.push(`${kind} ${y.name} added`);
+      else if (!same(x, y)) out.push(`${kind} ${y.name} changed`);
+    }
+    for (const x of xs) if (!ys.some((y) => y.name === x.name)) out.push(`${kind} ${x.name} removed`);
+  };
+  diff('host', a.hosts, b.hosts);
+  for (const h of b.hosts) {
+    const before = a.hosts.find((x) => x.name === h.name);
+    if (before && before.drain !== h.drain) out.push(`host ${h.name} ${h.drain ? 'draining' : 'no longer draining'}`);
+  }
+  diff('pool', a.routing.pools, b.routing.pools);
+  diff('rule', a.routing.rules, b.routing.rules);
+  if (!same(a.routing.rules.map((r) => r.name), b.routing.rules.map((r) => r.name))) {
+    if (!out.some((l) => l.startsWith('rule '))) out.push('rules reordered');
+  }
+  if (!same(a.routing.defaults, b.routing.defaults)) out.push('VIP defaults changed');
+  if (!same(a.health, b.health)) out.push('health-check settings changed');
+  return out;
 }

@@ -5,8 +5,10 @@ import { ShimError } from '../offload';
 import { Balancer } from './balancer';
 import { ConfigError, loadBalancerConfig, loadClusterKey } from './config';
 import { formatCounters } from './format';
-import { createHost, loadHostConfig } from '../host';
-import { ControlServer, fetchStatus } from './control';
+import { AppCheck, createHost, loadHostConfig } from '../host';
+import { ControlServer, fetchStatus, HttpEndpoint, requestReload } from './control';
+import { createLogger } from './log';
+import { BalancerMetrics } from './metrics';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
@@ -20,6 +22,7 @@ Commands:
   lb --config FILE        run a balancer
   host --config FILE      run a host agent (receives and injects connections)
   status [--socket PATH]  show a running balancer's state
+  reload [--socket PATH]  make a running balancer re-read its configuration (as SIGHUP does)
   demo                    the demo topology: a balancer and two hosts (npm start)
   check-config FILE       validate a balancer configuration and exit
   help [COMMAND]          show help
@@ -27,9 +30,18 @@ Commands:
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid configuration.`,
   lb: `Usage: handoff lb --config FILE [--duration SECONDS]
 
-Runs the balancer described by FILE (YAML) and prints its counters every
-statsIntervalMs. Stops on Ctrl-C or SIGTERM, or after --duration seconds.
-Needs root (DPDK).`,
+Runs the balancer described by FILE (YAML). Logs JSON lines on stdout (pino),
+its counters every statsIntervalMs. Serves /metrics, /healthz and /status on
+control.http (default 127.0.0.1:9464) and /status, /reload on control.socket.
+SIGHUP (or handoff reload) re-reads FILE and applies rules, pools, hosts and
+health settings without dropping a flow; a bad file is refused and the old
+configuration stays. SIGTERM drains (up to shutdown.drainTimeoutMs), a second
+SIGTERM or Ctrl-C stops at once. Needs root (DPDK).`,
+  reload: `Usage: handoff reload [--socket PATH]
+
+Asks a running balancer to re-read its configuration file, as SIGHUP does,
+and prints what changed. Exits 3 when the new configuration is refused (the
+balancer keeps the old one), 1 when no balancer answers.`,
   host: `Usage: handoff host --config FILE [--duration SECONDS]
 
 Runs a host agent: receives connection blobs on its UDP port, injects each
@@ -66,53 +78,113 @@ async function runLb(argv: string[]): Promise<number> {
   if (!values.config) fail(EXIT.USAGE, 'lb needs --config FILE (see handoff lb --help)');
   const duration = values.duration === undefined ? undefined : Number(values.duration);
   if (duration !== undefined && !(duration > 0)) fail(EXIT.USAGE, `--duration must be a positive number, got ${values.duration}`);
-  const cfg = loadBalancerConfig(values.config);
+  const file = values.config;
+  const cfg = loadBalancerConfig(file);
   if (process.getuid?.() !== 0) {
     fail(EXIT.FAILURE, 'the balancer needs root (DPDK memory and devices); run it with sudo');
   }
-  const clusterKey = cfg.routing.pools.length ? loadClusterKey(cfg, values.config) : undefined;
-  const lb = new Balancer(cfg, { clusterKey });
+  const log = createLogger({ service: 'handoff-lb', level: cfg.log.level });
+  const clusterKey = cfg.routing.pools.length ? loadClusterKey(cfg, file) : undefined;
+  let metrics: BalancerMetrics | undefined;
+  const lb = new Balancer(cfg, { clusterKey, log, onHandoffLatency: (us) => metrics?.observeHandoff(us) });
+  metrics = new BalancerMetrics(lb);
   lb.start();
-  const control = new ControlServer(cfg.control.socket, () => lb.status());
+
+  const reload = async () => {
+    try {
+      let next;
+      try {
+        next = loadBalancerConfig(file);
+      } catch (err) {
+        lb.reloads.refused++; // lb.reload counts its own refusals
+        throw err;
+      }
+      const r = lb.reload(next, file);
+      log.info({ event: 'reload', result: 'applied', changes: r.changes }, r.changes.length
+        ? `reload applied: ${r.changes.join('; ')}` : 'reload applied: nothing changed');
+      return r;
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [{ path: '/', message: (err as Error).message }];
+      log.error({ event: 'reload', result: 'refused', problems }, `reload refused, the old configuration stays: ${(err as Error).message}`);
+      throw err;
+    }
+  };
+  const handlers = {
+    status: () => lb.status(),
+    metrics: async () => ({ contentType: metrics!.contentType, body: await metrics!.text() }),
+    healthz: () => (lb.shuttingDown ? { ok: false, reason: 'draining: shutting down' } : { ok: true, reason: 'ok' }),
+    reload,
+  };
+  const control = new ControlServer(cfg.control.socket, handlers);
   await control.listen();
-  const ports = cfg.ports.map((p, i) => {
-    const info = lb.shim.portInfo(i);
-    return `port ${i}: ${p.device} ${info.ip} ${info.mac} mtu ${info.mtu}`;
-  });
-  console.log(`handoff: balancer running (${cfg.workers} worker${cfg.workers > 1 ? 's' : ''})`);
-  for (const line of ports) console.log(`  ${line}`);
-  for (const v of cfg.vips) console.log(`  VIP ${v.ip}:${v.port}/${v.proto}`);
+  let http: HttpEndpoint | undefined;
+  let metricsUrl = '';
+  if (cfg.control.http.port) {
+    http = new HttpEndpoint(handlers);
+    const port = await http.listen(cfg.control.http.address, cfg.control.http.port);
+    metricsUrl = `http://${cfg.control.http.address}:${port}/metrics`;
+  }
+  const ports = cfg.ports.map((p, i) => ({ port: i, device: p.device, ...lb.shim.portInfo(i) }));
+  log.info({ event: 'started', workers: cfg.workers, ports, vips: cfg.vips, hosts: cfg.hosts.map((h) => h.name),
+    controlSocket: cfg.control.socket, metrics: metricsUrl || null },
+  `balancer running (${cfg.workers} worker${cfg.workers > 1 ? 's' : ''})${metricsUrl ? `, metrics at ${metricsUrl}` : ''}`);
   const tap = cfg.eal.vdevs.map((v) => /^net_tap\d*,.*iface=([^,]+)/.exec(v)?.[1]).find(Boolean);
   if (tap) {
     const vip = cfg.vips[0];
-    console.log(`  kernel side of the TAP device: ${tap}. To send it a connection, in another shell:`);
-    console.log(`    ip link set ${tap} up && ip addr add 198.18.0.1/24 dev ${tap}` +
-      (vip ? ` && curl -m 3 http://${vip.ip}:${vip.port}/` : ''));
-    if (!hasRouting(cfg)) {
-      console.log('  (no routing in this configuration: the handshake and request are taken and counted, no host answers)');
-    }
+    log.info({ event: 'hint', tap }, `kernel side of the TAP device: ${tap}. To send it a connection, in another shell: ` +
+      `ip link set ${tap} up && ip addr add 198.18.0.1/24 dev ${tap}` + (vip ? ` && curl -m 3 http://${vip.ip}:${vip.port}/` : '') +
+      (hasRouting(cfg) ? '' : ' (no routing in this configuration: the handshake and request are taken and counted, no host answers)'));
   }
   const print = () => {
     const c = lb.shim.counters();
-    console.log(`\n[${new Date().toISOString()}] mappings ${lb.shim.mappingCount()}`);
-    const extra: Record<string, number> = lb.engine
-      ? { ...lb.engine.stats, handoff_p50_us: Math.round(lb.engine.latency().p50 || 0) }
-      : { exceptions_unhandled: lb.unhandledExceptions };
-    console.log(formatCounters(c, extra));
+    const nz = Object.fromEntries(Object.entries(c.total).filter(([, v]) => v !== 0n).map(([k, v]) => [k, Number(v)]));
+    log.info({ event: 'stats', mappings: lb.shim.mappingCount(), counters: nz,
+      engine: lb.engine ? { ...lb.engine.stats, handoffP50Us: Math.round(lb.engine.latency().p50 || 0) } : undefined,
+      exceptionsUnhandled: lb.engine ? undefined : lb.unhandledExceptions }, 'stats');
   };
-  console.log(`  status: handoff status --socket ${cfg.control.socket}`);
   const ticker = setInterval(print, cfg.statsIntervalMs || 2 ** 30);
-  await new Promise<void>((resolve) => {
-    const done = () => resolve();
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-    if (duration) setTimeout(done, duration * 1000);
+  const onHup = () => void reload().catch(() => { /* logged */ });
+  process.on('SIGHUP', onHup);
+  const how = await new Promise<'now' | 'drain'>((resolve) => {
+    process.once('SIGINT', () => resolve('now'));
+    process.once('SIGTERM', () => resolve('drain'));
+    if (duration) setTimeout(() => resolve('now'), duration * 1000);
   });
+  process.off('SIGHUP', onHup);
+  if (how === 'drain' && lb.config.shutdown.drainTimeoutMs > 0) {
+    const t = lb.config.shutdown.drainTimeoutMs;
+    log.info({ event: 'draining', timeoutMs: t, inProgress: lb.engine?.inProgress ?? 0, flows: lb.engine?.activeFlows ?? 0 },
+      `draining: serving until the flows end, at most ${t} ms (SIGTERM or Ctrl-C again: stop now)`);
+    const cut = new Promise<boolean>((resolve) => {
+      process.once('SIGINT', () => resolve(false));
+      process.once('SIGTERM', () => resolve(false));
+    });
+    const drained = await Promise.race([lb.drain(t), cut]);
+    log.info({ event: 'drained', complete: drained, flowsLeft: lb.engine?.activeFlows ?? 0 },
+      drained ? 'drained: no flow left' : 'drain cut short: stopping with flows left');
+  }
   clearInterval(ticker);
   if (cfg.statsIntervalMs) print();
   control.close();
+  http?.close();
   await lb.stop();
-  console.log('handoff: stopped');
+  log.info({ event: 'stopped' }, 'stopped');
+  return EXIT.OK;
+}
+
+async function runReload(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: {
+    socket: { type: 'string', short: 's', default: '/run/handoff/lb.sock' }, help: { type: 'boolean', short: 'h' },
+  } });
+  if (values.help) return (console.log(HELP.reload), EXIT.OK);
+  let r: { ok: boolean; changes?: string[]; error?: string };
+  try {
+    r = await requestReload(values.socket!);
+  } catch (err) {
+    fail(EXIT.FAILURE, `no balancer answers on ${values.socket}: ${(err as Error).message}`);
+  }
+  if (!r.ok) fail(EXIT.CONFIG, `reload refused, the balancer keeps its configuration:\n${r.error}`);
+  console.log(r.changes?.length ? `reloaded: ${r.changes.join('; ')}` : 'reloaded: nothing changed');
   return EXIT.OK;
 }
 
@@ -129,20 +201,47 @@ async function runHost(argv: string[]): Promise<number> {
     maxAgeMs: cfg.maxBlobAgeMs, network: cfg.network,
     app: cfg.app.kind === 'demo' ? { kind: 'demo', name: cfg.name } : cfg.app,
   });
-  host.agent.on('error', (err) => console.error(`handoff host: ${err.message}`));
+  const log = createLogger({ service: 'handoff-host', level: cfg.log.level });
+  host.agent.on('error', (err) => log.error({ event: 'agent-error', err: err.message }, err.message));
+  let check: AppCheck | undefined;
+  if (cfg.health.http) {
+    check = new AppCheck({ ...cfg.health.http, onResult: (ok, detail) => {
+      if (ok !== host.agent.appHealthy) {
+        log.warn({ event: 'app-check', ok, detail, url: cfg.health.http!.url }, `application check ${ok ? 'passes' : 'fails'}: ${detail}`);
+      }
+      host.agent.appHealthy = ok;
+    } }).start();
+  }
   const control = new ControlServer(cfg.control.socket, () => ({
     name: cfg.name, stats: host.agent.stats, flows: host.agent.flows.size, injectUs: host.agent.injectTime(),
-    served: host.served, forward: host.forward,
+    served: host.served, forward: host.forward, draining: host.agent.draining,
+    appCheck: check ? { ok: check.ok, detail: check.detail } : null,
   }));
   await control.listen();
-  console.log(`handoff: host agent '${cfg.name}' on udp ${cfg.listen.address}:${host.port}, VXLAN device ${host.network?.device ?? '-'} ${host.network?.mac ?? ''}`);
-  console.log(`  serving ${cfg.vips.map((v) => `${v.ip}:${v.port}`).join(', ')} with the ${cfg.app.kind} app`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-    if (values.duration) setTimeout(resolve, Number(values.duration) * 1000);
+  log.info({ event: 'started', name: cfg.name, port: host.port, device: host.network?.device ?? null, mac: host.network?.mac ?? null,
+    vips: cfg.vips, app: cfg.app.kind },
+  `host agent '${cfg.name}' on udp ${cfg.listen.address}:${host.port}, VXLAN device ${host.network?.device ?? '-'} ${host.network?.mac ?? ''}; ` +
+    `serving ${cfg.vips.map((v) => `${v.ip}:${v.port}`).join(', ')} with the ${cfg.app.kind} app`);
+  const how = await new Promise<'now' | 'drain'>((resolve) => {
+    process.once('SIGINT', () => resolve('now'));
+    process.once('SIGTERM', () => resolve('drain'));
+    if (values.duration) setTimeout(() => resolve('now'), Number(values.duration) * 1000);
   });
-  console.log(JSON.stringify({ stats: host.agent.stats, injectUs: host.agent.injectTime(), forward: host.forward }));
+  if (how === 'drain' && cfg.shutdown.drainTimeoutMs > 0 && host.agent.flows.size > 0) {
+    // Balancers learn it from the next PONG and send no new connections; the ones here finish.
+    host.agent.draining = true;
+    const t = cfg.shutdown.drainTimeoutMs;
+    log.info({ event: 'draining', flows: host.agent.flows.size, timeoutMs: t }, `draining: ${host.agent.flows.size} connection(s) open, waiting at most ${t} ms`);
+    const end = Date.now() + t;
+    let cut = false;
+    const stopNow = () => { cut = true; };
+    process.once('SIGINT', stopNow);
+    process.once('SIGTERM', stopNow);
+    while (!cut && host.agent.flows.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    log.info({ event: 'drained', flowsLeft: host.agent.flows.size }, host.agent.flows.size ? 'drain cut short' : 'drained: no connection left');
+  }
+  check?.stop();
+  log.info({ event: 'stopped', stats: host.agent.stats, injectUs: host.agent.injectTime(), forward: host.forward }, 'stopped');
   control.close();
   host.close();
   return EXIT.OK;
@@ -192,6 +291,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'lb': return runLb(rest);
     case 'host': return runHost(rest);
     case 'status': return runStatus(rest);
+    case 'reload': return runReload(rest);
     case 'demo': return (await import('./demo')).runDemo(rest);
     case 'check-config': return runCheckConfig(rest);
     case undefined: case 'help': case '--help': case '-h':

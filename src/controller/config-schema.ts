@@ -41,6 +41,25 @@ export const HostSchema = Type.Object({
   nexthopMac: Mac,
   innerMac: Mac,
   agentPort: Type.Integer({ minimum: 1, maximum: 65535, default: 4791, description: "the host agent's UDP port for blobs" }),
+  drain: Type.Boolean({ default: false, description: 'take no new connections; flows already on the host continue' }),
+}, { additionalProperties: false });
+
+export const HealthSchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'check host agents with PINGs over the blob port' }),
+  intervalMs: Type.Integer({ minimum: 50, maximum: 600000, default: 1000, description: 'time between checks of one host' }),
+  timeoutMs: Type.Integer({ minimum: 10, maximum: 60000, default: 500, description: 'an unanswered check fails after this' }),
+  fall: Type.Integer({ minimum: 1, maximum: 100, default: 3, description: 'consecutive failed checks that take a host out' }),
+  rise: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'consecutive good checks that bring it back' }),
+}, { additionalProperties: false });
+
+export const LogSchema = Type.Object({
+  level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info', description: 'least severe level written (JSON lines on stdout)' }),
+}, { additionalProperties: false });
+
+export const ShutdownSchema = Type.Object({
+  drainTimeoutMs: Type.Integer({ minimum: 0, maximum: 3600000, default: 30000,
+    description: 'on SIGTERM, keep serving until the flows end or this long has passed' }),
 }, { additionalProperties: false });
 
 export const ClusterKeySchema = Type.Object({
@@ -104,8 +123,16 @@ export const BalancerConfigSchema = Type.Object({
   mappings: MappingsSchema,
   statsIntervalMs: Type.Integer({ minimum: 0, default: 2000, description: 'how often `handoff lb` prints counters (0: never)' }),
   control: Type.Object({
-    socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status`' }),
+    socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status` and `handoff reload`' }),
+    http: Type.Object({
+      address: Ipv4,
+      port: Type.Integer({ minimum: 0, maximum: 65535, description: '0 turns the HTTP endpoint off' }),
+    }, { additionalProperties: false, default: { address: '127.0.0.1', port: 9464 },
+      description: 'HTTP endpoint for /metrics (Prometheus), /healthz and /status' }),
   }, { additionalProperties: false }),
+  health: HealthSchema,
+  log: LogSchema,
+  shutdown: ShutdownSchema,
 }, { additionalProperties: false });
 
 export type BalancerConfig = Static<typeof BalancerConfigSchema>;

@@ -37,7 +37,7 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
     throw new ConfigError(file, [{ path: '/', message: 'expected a mapping of keys' }]);
   }
   // Defaults for nested objects that may be omitted entirely.
-  const withObjects = { eal: {}, limits: {}, routing: {}, clusterKey: {}, accept: {}, classify: {}, blob: {}, mappings: {}, control: {}, ...(doc as object) };
+  const withObjects = { eal: {}, limits: {}, routing: {}, clusterKey: {}, accept: {}, classify: {}, blob: {}, mappings: {}, control: {}, health: {}, log: {}, shutdown: {}, ...(doc as object) };
   const value = Value.Default(BalancerConfigSchema, structuredClone(withObjects));
   const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => {
     // A regex or format name means little to an operator; the description says what is meant.

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { fetchStatus } from './control';
+import { fetchControl, fetchStatus, HttpEndpoint } from './control';
 import { NsHost, sh, Topology } from './netns';
 
 // The embedded default behind `npm start` (design.md §2): the test topology
@@ -55,10 +55,12 @@ export async function runDemo(argv: string[]): Promise<number> {
   const topo = new Topology('handoff', { fixedNames: true });
   const logs = new Map<string, string>();
   let stopping = false;
+  let metricsHttp: HttpEndpoint | undefined;
   const teardown = async (code: number) => {
     if (stopping) return;
     stopping = true;
     say('\nhandoff demo: stopping');
+    metricsHttp?.close();
     await topo.shutdown();
     fs.rmSync(dir, { recursive: true, force: true });
     say('handoff demo: namespaces, bridge and processes removed');
@@ -89,7 +91,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     for (const [i, h] of HOSTS.entries()) {
       const file = path.join(dir, `${h.name}.yaml`);
       fs.writeFileSync(file, yaml([
-        `name: ${h.name}`, 'listen: { port: 4791 }', `vips: [{ ip: ${VIP}, port: 80 }]`, `balancers: [${LB_IP}]`,
+        `name: ${h.name}`, 'listen: { port: 4791 }', 'shutdown: { drainTimeoutMs: 1000 }', `vips: [{ ip: ${VIP}, port: 80 }]`, `balancers: [${LB_IP}]`,
         'app: { kind: demo }', `control: { socket: ${path.join(dir, `${h.name}.sock`)} }`,
       ]));
       start(h.name, hosts[i].ns, ['host', '--config', file]);
@@ -117,7 +119,25 @@ export async function runDemo(argv: string[]): Promise<number> {
       }
     }, 30000, () => logs.get('balancer')!);
 
+    // The balancer lives in handoff-lb; its metrics are relayed here so a browser or Prometheus on this machine reaches them.
+    const relay = (path: string) => async () => {
+      const r = await fetchControl(lbSock, path);
+      return { contentType: r.contentType, body: r.body };
+    };
+    metricsHttp = new HttpEndpoint({
+      status: () => ({ see: `handoff status --socket ${lbSock}` }),
+      metrics: relay('/metrics'),
+      healthz: () => ({ ok: true, reason: 'ok' }),
+    });
+    let metricsPort = 0;
+    for (const p of [9464, 0]) {
+      try {
+        metricsPort = await metricsHttp.listen('127.0.0.1', p);
+        break;
+      } catch { /* 9464 taken: any free port */ }
+    }
     say('');
+    say(`handoff demo: metrics at http://127.0.0.1:${metricsPort}/metrics`);
     say('handoff demo: ready. A balancer (namespace handoff-lb) and two hosts (handoff-host1, handoff-host2).');
     say(`  http://${VIP}/`);
     say('Try, from this shell:');

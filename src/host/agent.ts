@@ -2,7 +2,8 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import {
-  BlobError, decodeBlob, encodeClosed, Reassembler, ReplayWindow, Status, statusForBlobError,
+  BlobError, DatagramType, decodeBlob, decodeDatagram, encodeClosed, encodePong, PongFlag, Reassembler, ReplayWindow,
+  Status, statusForBlobError,
 } from '../transfer';
 import type { ConnectionBlob } from '../transfer';
 import { InjectError, injectConnection } from './repair';
@@ -51,6 +52,8 @@ export interface HostAgentStats {
   tunnelRefusedFlow: number;
   /** VXLAN packets refused: not from a balancer's address. */
   tunnelRefusedSender: number;
+  /** Health-check PINGs answered. */
+  pings: number;
 }
 
 export interface InjectedFlow {
@@ -77,7 +80,15 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
     refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
     tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0,
+    pings: 0,
   };
+  /**
+   * Announced in every PONG: balancers send no new connections here while
+   * set, and the flows already here continue. Set by a graceful shutdown.
+   */
+  draining = false;
+  /** False while the application's own HTTP check fails (announced in PONGs). */
+  appHealthy = true;
   /** Flow ID to its connection, while the socket is open (C11). */
   readonly flows = new Map<number, InjectedFlow>();
   private readonly sock: dgram.Socket;
@@ -148,6 +159,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       this.stats.refusedSender++;
       return;
     }
+    if (msg.length > 5 && msg[5] === DatagramType.PING) return this.onPing(msg, rinfo);
     const r = this.reasm.receive({ ip: rinfo.address, port: rinfo.port }, msg, Date.now());
     switch (r.kind) {
       case 'dropped':
@@ -167,6 +179,18 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
         this.reply(this.reasm.finish(r.ref, status), rinfo);
       }
     }
+  }
+
+  /** A balancer's health check: answer with the same ids and this host's state. */
+  private onPing(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const d = decodeDatagram(msg);
+    if ('error' in d || d.type !== 'ping') {
+      this.stats.datagramsDropped++;
+      return;
+    }
+    this.stats.pings++;
+    const flags = (this.draining ? PongFlag.DRAINING : 0) | (this.appHealthy ? 0 : PongFlag.APP_DOWN);
+    this.reply(encodePong({ session: d.session, blobId: d.blobId, status: flags }), rinfo);
   }
 
   /** Verify, inject, hand over. @returns the final status for the balancer. */

@@ -29,6 +29,21 @@ export const HostConfigSchema = Type.Object({
     cleanup: Type.Boolean({ default: true, description: 'remove on exit what was created' }),
     filterTunnel: Type.Boolean({ default: true, description: 'nftables: admit tunnelled packets of live flows only, VXLAN from balancers only' }),
   }, { additionalProperties: false, default: {} }),
+  health: Type.Object({
+    http: Type.Optional(Type.Object({
+      url: Type.String({ pattern: '^http://', description: "the application's health URL, checked by the agent (http://...)" }),
+      intervalMs: Type.Integer({ minimum: 100, default: 2000 }),
+      timeoutMs: Type.Integer({ minimum: 10, default: 1000 }),
+      expectStatus: Type.Optional(Type.Integer({ minimum: 100, maximum: 599, description: 'default: any 2xx' })),
+    }, { additionalProperties: false })),
+  }, { additionalProperties: false, default: {}, description: "the balancer's PINGs learn the result" }),
+  log: Type.Object({
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  }, { additionalProperties: false, default: {} }),
+  shutdown: Type.Object({
+    drainTimeoutMs: Type.Integer({ minimum: 0, maximum: 3600000, default: 30000,
+      description: 'on SIGTERM, announce draining and serve until the injected connections close, at most this long' }),
+  }, { additionalProperties: false, default: {} }),
   app: Type.Union([
     Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
     Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) }) },

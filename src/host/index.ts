@@ -5,3 +5,4 @@ export * from './create-host';
 export * from './netsetup';
 export * from './repair';
 export * from './tunnel-filter';
+export * from './app-check';

@@ -9,7 +9,8 @@ export const MAX_HOSTS = 4096;
 export const PKT_MAX = 2048;
 export const DEVICE_NAME_LEN = 64;
 
-export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3 } as const;
+/** Mapping states (enum hs_flow_state). REOPENED: set by workers when a new SYN reuses a CLOSING flow's 4-tuple. */
+export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3, REOPENED: 4 } as const;
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
 export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3 } as const;
 /** Connection event bits (enum hs_conn_event_type). */

@@ -62,7 +62,15 @@ export const MIN_FRAGMENT_SIZE = 64;
 /** Payload size that fits a 1500-byte MTU with room for a VLAN tag or tunnel. */
 export const DEFAULT_FRAGMENT_SIZE = 1400;
 
-export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4, CLOSED: 5 } as const;
+export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4, CLOSED: 5, PING: 6, PONG: 7 } as const;
+
+/** Flags a host agent sets in a PONG's status field. */
+export const PongFlag = {
+  /** The agent is shutting down or was told to drain: no new connections, its flows continue. */
+  DRAINING: 1,
+  /** The agent's own HTTP check of its application failed. */
+  APP_DOWN: 2,
+} as const;
 
 /**
  * Status codes. FINAL carries the outcome of a reassembled blob: 0 = injected,
@@ -158,7 +166,19 @@ export interface ClosedDatagram extends Ids {
   status: number;
 }
 
-export type Datagram = DataDatagram | AckDatagram | FinalDatagram | ErrorDatagram | ClosedDatagram;
+/**
+ * Health checks over the blob port: the balancer sends PING (`session` its
+ * own, `blobId` a sequence number); the agent answers PONG with the same
+ * ids and PongFlag bits in `status`. Not authenticated, like CLOSED: a forged
+ * PONG can at most keep a dead host marked up for a while, and the blob
+ * transfer's own failover still applies.
+ */
+export interface PingDatagram extends Ids {
+  type: 'ping' | 'pong';
+  status: number;
+}
+
+export type Datagram = DataDatagram | AckDatagram | FinalDatagram | ErrorDatagram | ClosedDatagram | PingDatagram;
 
 export type DatagramErrorCode =
   | 'ERR_DGRAM_TRUNCATED' // shorter than its header or its declared length
@@ -298,9 +318,16 @@ function encodeStatus(type: number, d: Ids & { status: number }): Buffer {
 export const encodeFinal = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.FINAL, d);
 export const encodeError = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.ERROR, d);
 export const encodeClosed = (flowId: number): Buffer => encodeStatus(DatagramType.CLOSED, { session: 0, blobId: flowId, status: 0 });
+export const encodePing = (d: Ids): Buffer => encodeStatus(DatagramType.PING, { ...d, status: 0 });
+export const encodePong = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.PONG, d);
 
 // ---------------------------------------------------------------------------
 // Decoder: input from the network, so it never throws.
+
+const STATUS_TYPES: Record<number, 'final' | 'error' | 'closed' | 'ping' | 'pong'> = {
+  [DatagramType.FINAL]: 'final', [DatagramType.ERROR]: 'error', [DatagramType.CLOSED]: 'closed',
+  [DatagramType.PING]: 'ping', [DatagramType.PONG]: 'pong',
+};
 
 const fail = (error: DatagramErrorCode, detail: string): DatagramError => ({ error, detail });
 
@@ -322,7 +349,9 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
     case DatagramType.ACK: headerBytes = ACK_HEADER_BYTES; break;
     case DatagramType.FINAL:
     case DatagramType.ERROR:
-    case DatagramType.CLOSED: headerBytes = STATUS_DATAGRAM_BYTES; break;
+    case DatagramType.CLOSED:
+    case DatagramType.PING:
+    case DatagramType.PONG: headerBytes = STATUS_DATAGRAM_BYTES; break;
     default: return fail('ERR_DGRAM_TYPE', `type ${type}`);
   }
   if (b.length < headerBytes) return fail('ERR_DGRAM_TRUNCATED', `${b.length} bytes, header is ${headerBytes}`);
@@ -345,7 +374,7 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
     default: {
       if (b.readUInt16BE(22) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved status bits set');
       const status = b.readUInt16BE(20);
-      return { type: type === DatagramType.FINAL ? 'final' : type === DatagramType.CLOSED ? 'closed' : 'error', session, blobId, status };
+      return { type: STATUS_TYPES[type], session, blobId, status } as Datagram;
     }
   }
 }
