@@ -93,6 +93,8 @@ export interface EngineStats {
   mappingsExpired: number;
   /** CLOSED notices from hosts (their socket closed). */
   hostClosed: number;
+  /** Handoffs whose FROZEN answer never came (lost on a full exception ring): their mapping and flow ID were freed. */
+  freezeLost: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
@@ -116,6 +118,7 @@ class Connection {
   bytes = 0;
   fin = false;
   firstDataAt = 0;
+  freezingSince = 0;
   readonly acceptedAt = performance.now();
   info: RequestInfo;
   decision?: HostDecision;
@@ -155,6 +158,8 @@ class Connection {
 }
 
 const LATENCY_SAMPLES = 1 << 16;
+/** A freeze unanswered this long was lost (a worker answers within microseconds). */
+const FREEZE_LOST_MS = 2000;
 
 /** Blob nonces from a pool refilled 4 KiB at a time: one CSPRNG call per 256 blobs instead of one each. */
 class NoncePool {
@@ -184,6 +189,7 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
+    freezeLost: 0,
   };
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
@@ -452,6 +458,7 @@ export class HandoffEngine {
       return this.resetBeforeHandoff(c);
     }
     c.state = 'freezing';
+    c.freezingSince = performance.now();
     c.decision = d;
     c.host = host;
     c.flowId = flowId;
@@ -624,6 +631,14 @@ export class HandoffEngine {
     this.sweepMappings(now);
     for (const c of this.conns.values()) {
       if (c.state === 'classifying' && now - (c.firstDataAt || c.acceptedAt) > this.classifyTimeoutMs) this.classify(c, true);
+      else if (c.state === 'freezing' && now - c.freezingSince > FREEZE_LOST_MS) {
+        // The worker answers a freeze within microseconds; its answer was lost (exception ring
+        // full). Without it there is nothing to send: free what the handoff held.
+        this.stats.freezeLost++;
+        this.stats.handoffsFailed++;
+        this.forget(c);
+        this.abandonMapping(c);
+      }
     }
   }
 
