@@ -114,6 +114,13 @@ t.test('config files: any text gives a config or a ConfigError', async (t) => {
         return s.slice(0, at) + e.ins + s.slice(at + e.cut);
       }, text)),
   );
+  // Found by this test: an alias to an anchor never set made yaml's toJS()
+  // throw a ReferenceError through the loaders (check-config exited 1, not 3).
+  for (const text of ['*!', 'ports: *p\n', 'a: &a [*a]\n']) {
+    fs.writeFileSync(file, text);
+    t.equal(outcome(() => loadBalancerConfig(file)), 'config-error', `balancer: ${JSON.stringify(text)} is a ConfigError`);
+    t.equal(outcome(() => loadHostConfig(file)), 'config-error', `host: ${JSON.stringify(text)} is a ConfigError`);
+  }
   holds(t, 'balancer and host loaders on edited files', fc.property(textArb, (text) => {
     fs.writeFileSync(file, text);
     return !!outcome(() => loadBalancerConfig(file)) && !!outcome(() => loadHostConfig(file));

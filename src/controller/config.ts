@@ -88,7 +88,14 @@ export function loadBalancerConfig(file: string): BalancerConfig {
   if (doc.errors.length) {
     throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
   }
-  return parseBalancerConfig(doc.toJS(), file);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // toJS() throws for an alias to an anchor never set ("*a") or one that expands too far.
+    throw new ConfigError(file, [{ path: '/', message: `YAML: ${(err as Error).message}` }]);
+  }
+  return parseBalancerConfig(value, file);
 }
 
 /** EAL arguments for a configuration. */

@@ -75,5 +75,12 @@ export function loadHostConfig(file: string): HostConfig {
   }
   const doc = YAML.parseDocument(text);
   if (doc.errors.length) throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
-  return parseHostConfig(doc.toJS(), file);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // toJS() throws for an alias to an anchor never set ("*a") or one that expands too far.
+    throw new ConfigError(file, [{ path: '/', message: `YAML: ${(err as Error).message}` }]);
+  }
+  return parseHostConfig(value, file);
 }
