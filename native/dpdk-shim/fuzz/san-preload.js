@@ -2,7 +2,8 @@
 // --require, set by san-suite.sh). The ASan runtime must be preloaded into
 // Node, which loads the instrumented shim, but not into the other programs the
 // tests start: some hang under it (curl deadlocks in setlocale with the
-// runtime preloaded). So a child gets LD_PRELOAD only when it is Node itself.
+// runtime preloaded). So a child gets LD_PRELOAD only when it is Node itself
+// or a wrapper that runs Node (ip netns exec; ip is fine with it).
 'use strict';
 const cp = require('node:child_process');
 const path = require('node:path');
@@ -11,10 +12,13 @@ const util = require('node:util');
 const runtime = process.env.HANDOFF_SAN_RUNTIME;
 const isNode = (file) => file === process.execPath || path.basename(String(file)) === 'node';
 
-function envFor(file, options) {
+// Node itself, or a wrapper that execs it ("ip netns exec NS node ...").
+const runsNode = (file, args) => isNode(file) || (Array.isArray(args) && args.some(isNode));
+
+function envFor(file, options, args) {
   const env = { ...((options && options.env) || process.env) };
   const others = String(env.LD_PRELOAD || '').split(':').filter((p) => p && p !== runtime);
-  if (isNode(file) && !(options && options.shell)) others.unshift(runtime);
+  if (runsNode(file, args) && !(options && options.shell)) others.unshift(runtime);
   if (others.length) env.LD_PRELOAD = others.join(':');
   else delete env.LD_PRELOAD;
   return { ...options, env };
@@ -28,8 +32,8 @@ function fileArgs(a) {
     if (typeof args === 'function') return [file, envFor(file, undefined), args, options, ...rest];
     return [file, envFor(file, args), options, ...rest];
   }
-  if (typeof options === 'function') return [file, args, envFor(file, undefined), options, ...rest];
-  return [file, args, envFor(file, options), ...rest];
+  if (typeof options === 'function') return [file, args, envFor(file, undefined, args), options, ...rest];
+  return [file, args, envFor(file, options, args), ...rest];
 }
 
 // exec and execSync: (command, options?, callback?), always through a shell.
