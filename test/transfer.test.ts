@@ -719,6 +719,63 @@ t.test('sender: a silent host is given up after maxAttempts, with the computed b
   }
 });
 
+t.test('sender: the first timer follows the host\'s measured round trips (RFC 6298, Karn)', async (t) => {
+  const clock = { now: 0 };
+  const sent: Datagram[] = [];
+  const sender = new BlobSender({ send: (_d, b) => sent.push(mustDecode(b)), now: () => clock.now, jitter: 0, session: 3 });
+  const results: TransferResult[] = [];
+  t.equal(sender.rtoFor(HOST), 3, 'an unmeasured host starts at initialRtoMs');
+  // A busy host: every FINAL comes 20 ms after the blob.
+  const oneTransfer = () => {
+    const before = sent.length;
+    sender.send(HOST, randomBytes(prng(4), 100), (r) => results.push(r));
+    const d = sent[before] as { blobId: number };
+    const start = clock.now;
+    while (clock.now < start + 20) {
+      clock.now += 1;
+      sender.tick(clock.now);
+    }
+    sender.onDatagram(HOST, encodeFinal({ session: 3, blobId: d.blobId, status: Status.OK }));
+    sender.tick(clock.now);
+    return sent.length - before;
+  };
+  const first = oneTransfer();
+  t.ok(first > 1, `with the 3 ms timer the first transfer was sent ${first} times before its FINAL`);
+  t.equal(sender.rtoFor(HOST), 3, 'and, retransmitted, it gives no sample (Karn)');
+  // Samples only come from transfers sent once: feed one by answering within the timer.
+  sender.send(HOST, randomBytes(prng(5), 100), (r) => results.push(r));
+  const d = sent.at(-1) as { blobId: number };
+  clock.now += 2;
+  sender.onDatagram(HOST, encodeFinal({ session: 3, blobId: d.blobId, status: Status.OK }));
+  t.ok(sender.rtoFor(HOST) >= 3, `a 2 ms sample: timer ${sender.rtoFor(HOST)} ms (never below initialRtoMs)`);
+  // Now the host slows to 20 ms, answering transfers sent once only when the timer allows.
+  const small = new BlobSender({ send: (_d, b) => sent.push(mustDecode(b)), now: () => clock.now, jitter: 0, session: 3, initialRtoMs: 30 });
+  for (let i = 0; i < 5; i++) {
+    small.send(HOST, randomBytes(prng(6 + i), 100), (r) => results.push(r));
+    const x = sent.at(-1) as { blobId: number };
+    clock.now += 20;
+    small.onDatagram(HOST, encodeFinal({ session: 3, blobId: x.blobId, status: Status.OK }));
+  }
+  t.ok(small.rtoFor(HOST) >= 30, `a steady 20 ms host under a 30 ms floor: ${small.rtoFor(HOST)} ms`);
+  const big = new BlobSender({ send: (_d, b) => sent.push(mustDecode(b)), now: () => clock.now, jitter: 0, session: 3, initialRtoMs: 1, maxRtoMs: 200 });
+  for (let i = 0; i < 8; i++) {
+    big.send(HOST, randomBytes(prng(20 + i), 100), (r) => results.push(r));
+    const x = sent.at(-1) as { blobId: number };
+    clock.now += 0.5; // answered within the 1 ms timer: sent once, a sample
+    big.onDatagram(HOST, encodeFinal({ session: 3, blobId: x.blobId, status: Status.OK }));
+  }
+  const settled = big.rtoFor(HOST);
+  t.ok(settled >= 1 && settled < 3, `steady 0.5 ms answers settle the timer near them: ${settled.toFixed(3)} ms`);
+  for (let i = 0; i < 6; i++) {
+    big.send(HOST, randomBytes(prng(40 + i), 100), (r) => results.push(r));
+    const x = sent.at(-1) as { blobId: number };
+    clock.now += settled * 0.9; // slower, still within the timer
+    big.onDatagram(HOST, encodeFinal({ session: 3, blobId: x.blobId, status: Status.OK }));
+  }
+  t.ok(big.rtoFor(HOST) > settled, `slower answers raise it: ${big.rtoFor(HOST).toFixed(3)} ms`);
+  t.ok(results.every((r) => r.ok), 'every transfer completed');
+});
+
 t.test('sender: retransmits only what the latest ACK lacks, probes for a lost FINAL', async (t) => {
   const clock = { now: 0 };
   const sent: Datagram[] = [];

@@ -78,6 +78,11 @@ export interface BlobSenderOptions {
   now?: () => number;
   /** Payload bytes per fragment (default 1400: fits a 1500-byte MTU). */
   fragmentSize?: number;
+  /**
+   * First retransmission timer before a host has been measured (default 3 ms:
+   * a LAN); after that, each host's timer follows its measured round trips to
+   * the FINAL (RFC 6298, Karn's rule), never below this.
+   */
   initialRtoMs?: number;
   maxRtoMs?: number;
   maxAttempts?: number;
@@ -148,6 +153,15 @@ interface HostQueue {
   waiting: Transfer[];
 }
 
+/** What the sender learned of a host's round trips; kept while the host is idle. */
+interface HostRtt {
+  /** Smoothed round trip to the host's FINAL and its variation (RFC 6298), ms; NaN before the first sample. */
+  srttMs: number;
+  rttvarMs: number;
+  /** The first timer of a transfer to this host: SRTT + 4 RTTVAR within [initialRtoMs, maxRtoMs]. */
+  rtoMs: number;
+}
+
 interface HeapEntry {
   at: number;
   gen: number;
@@ -179,6 +193,7 @@ export class BlobSender {
   private nextId = 0;
   private readonly transfers = new Map<number, Transfer>();
   private readonly hosts = new Map<string, HostQueue>();
+  private readonly rtts = new Map<string, HostRtt>();
   private readonly heap: HeapEntry[] = [];
   /** Results to deliver on the next tick (refusals decided inside send()). */
   private deferred: (() => void)[] = [];
@@ -238,6 +253,7 @@ export class BlobSender {
       host = { active: 0, waiting: [] };
       this.hosts.set(destKey, host);
     }
+    t.rtoMs = this.rtts.get(destKey)?.rtoMs ?? this.initialRtoMs;
     if (host.active < this.maxInFlightPerHost) {
       this.transfers.set(id, t);
       this.activate(t, host, now);
@@ -303,13 +319,15 @@ export class BlobSender {
       }
       if (progress) {
         t.silent = 0;
-        t.rtoMs = this.initialRtoMs;
+        t.rtoMs = this.rtts.get(t.destKey)?.rtoMs ?? this.initialRtoMs;
         this.schedule(t, now + this.jittered(t.rtoMs));
       }
       return;
     }
     if (d.type === 'final') this.stats.finals++;
     else this.stats.errors++;
+    // Karn: only a transfer sent once gives an unambiguous sample.
+    if (d.type === 'final' && t.rounds === 1) this.sampleRtt(t.destKey, now - t.startedAt);
     if (d.type === 'final' && d.status === Status.OK) {
       this.stats.completed++;
       this.finish(t, { ok: true, rttMs: now - t.startedAt, queuedMs: t.startedAt - t.enqueuedAt, rounds: t.rounds }, now);
@@ -318,6 +336,24 @@ export class BlobSender {
       this.stats.failed++;
       this.finish(t, { ok: false, code: 'ERR_TRANSFER_REFUSED', status: d.status, statusName: statusName(d.status) }, now);
     }
+  }
+
+  /** The retransmission timer a new transfer to `dest` starts with, ms. */
+  rtoFor(dest: Endpoint): number {
+    return this.rtts.get(endpointKey(dest))?.rtoMs ?? this.initialRtoMs;
+  }
+
+  private sampleRtt(destKey: string, r: number): void {
+    if (!(r >= 0)) return;
+    let h = this.rtts.get(destKey);
+    if (!h) {
+      // One entry per host ever sent to: destinations come from the configuration, not the network.
+      this.rtts.set(destKey, h = { srttMs: r, rttvarMs: r / 2, rtoMs: this.initialRtoMs });
+    } else {
+      h.rttvarMs = 0.75 * h.rttvarMs + 0.25 * Math.abs(h.srttMs - r);
+      h.srttMs = 0.875 * h.srttMs + 0.125 * r;
+    }
+    h.rtoMs = Math.min(this.maxRtoMs, Math.max(this.initialRtoMs, h.srttMs + 4 * h.rttvarMs));
   }
 
   /** Earliest time tick() has work, or undefined when idle. */
