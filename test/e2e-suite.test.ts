@@ -14,16 +14,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { Balancer } from '../src/controller/balancer';
 import { parseBalancerConfig } from '../src/controller/config';
 import { FlowState } from '../src/offload';
 import { Status } from '../src/transfer';
-import type { HostAgentStats } from '../src/host';
 import { isRoot, waitFor } from './lib/harness';
 import { Topology, sh, type NsHost } from './lib/netns';
 import type { HostProcConfig } from './lib/host-proc';
 import type { ProbeCase, ProbeSpec } from './lib/blob-probe';
+import { HostProc } from './lib/hardening';
+import { runIn, type LogLine } from './lib/procs';
 
 const VIP = '198.18.0.100';
 const LB_IP = '198.18.0.2';
@@ -34,68 +35,7 @@ const BLOB_PROBE = path.resolve(__dirname, 'lib/blob-probe.js');
 
 const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
-interface RunResult { code: number | null; stdout: Buffer; stderr: string }
-
-/** Run a command in a namespace without blocking the event loop; stdin gets `input` and is closed. */
-function runIn(ns: string, cmd: string, args: string[], o: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {}):
-Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const envArgs = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
-    const child = spawn('ip', ['netns', 'exec', ns, 'env', ...envArgs, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: err });
-    });
-    child.stdin.end(o.input ?? '');
-  });
-}
-
-/** Lines a process printed as JSON, and its other output. */
-type Ev = Record<string, any>;
-
-class HostProc {
-  readonly events: Ev[] = [];
-  text = '';
-  private partial = '';
-
-  constructor(readonly child: ChildProcess, readonly name: string) {
-    child.stdout!.on('data', (d: Buffer) => {
-      this.partial += d;
-      let i;
-      while ((i = this.partial.indexOf('\n')) >= 0) {
-        const line = this.partial.slice(0, i);
-        this.partial = this.partial.slice(i + 1);
-        try { this.events.push(JSON.parse(line) as Ev); } catch { this.text += `${line}\n`; }
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => { this.text += d; });
-  }
-
-  find(pred: (e: Ev) => boolean): Ev | undefined {
-    return this.events.find(pred);
-  }
-
-  /** The agent's counters, asked for with SIGUSR2. */
-  async stats(): Promise<HostAgentStats> {
-    if (this.exited) throw new Error(`${this.name} has exited: ${this.text.slice(0, 500)}`);
-    const n = this.events.filter((e) => e.ev === 'stats').length;
-    this.child.kill('SIGUSR2');
-    await waitFor(() => this.events.filter((e) => e.ev === 'stats').length > n, 5000, 10);
-    const last = this.events.filter((e) => e.ev === 'stats').at(-1);
-    if (!last) throw new Error(`${this.name} printed no stats: ${this.text.slice(0, 500)}`);
-    return last.stats as HostAgentStats;
-  }
-
-  get exited(): boolean {
-    return this.child.exitCode !== null || this.child.signalCode !== null;
-  }
-}
+type Ev = LogLine;
 
 const body1MbOk = (b: Buffer) => {
   if (b.length !== 1048576) return false;

@@ -224,8 +224,8 @@ if (!isRoot) {
     writeLb(good);
   });
 
-  t.test('a drained host keeps its flows and takes no new connection', async (t) => {
-    if (!good) { t.pass('skipped: needs the reload test (wrk)'); return; }
+  /** A keep-alive client in the client namespace: send(path) resolves with the answer. */
+  const keepAlive = () => {
     const ka = spawn('ip', ['netns', 'exec', client.ns, process.execPath, KEEPALIVE, VIP, '80'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const answers: any[] = [];
     let buf = '';
@@ -237,10 +237,23 @@ if (!isRoot) {
         buf = buf.slice(i + 1);
       }
     });
+    return {
+      async send(p: string): Promise<any> {
+        const n = answers.length;
+        ka.stdin.write(`${p}\n`);
+        await waitFor(() => answers.length > n, 5000, 10);
+        return answers[n];
+      },
+      close: () => new Promise<void>((resolve) => { ka.on('close', () => resolve()); ka.stdin.end(); }),
+    };
+  };
+
+  t.test('a drained host keeps its flows and takes no new connection', async (t) => {
+    if (!good) { t.pass('skipped: needs the reload test (wrk)'); return; }
+    const ka = keepAlive();
     try {
-      ka.stdin.write('/host2/one\n');
-      await waitFor(() => answers.length >= 1, 5000, 10);
-      t.equal(answers[0]?.body, 'served by host2\n', 'a keep-alive connection is on host2');
+      const one = await ka.send('/host2/one');
+      t.equal(one?.body, 'served by host2\n', 'a keep-alive connection is on host2');
       const drained = structuredClone(good);
       drained.hosts[1].drain = true;
       writeLb(drained);
@@ -252,14 +265,12 @@ if (!isRoot) {
       for (let i = 0; i < 8; i++) t.equal((await curl('/')).body, 'served by host1\n', `new connection ${i + 1}: host1`);
       const noHost = await curl('/host2/');
       t.not(noHost.status, 200, `a new connection whose only pool is host2's is refused (curl exit ${noHost.code})`);
-      ka.stdin.write('/host2/two\n');
-      await waitFor(() => answers.length >= 2, 5000, 10);
-      t.equal(answers[1]?.body, 'served by host2\n', 'the connection already on host2 carries on');
-      t.equal(answers[1]?.sockets, 1, 'on the same TCP connection');
+      const two = await ka.send('/host2/two');
+      t.equal(two?.body, 'served by host2\n', 'the connection already on host2 carries on');
+      t.equal(two?.sockets, 1, 'on the same TCP connection');
       t.equal((await metrics()).get('handoff_host_handoffs_total{host="host2"}'), toHost2, 'no new handoff to host2');
     } finally {
-      ka.stdin.end();
-      ka.kill();
+      await ka.close();
       writeLb(good);
       await cli(['reload', '--socket', lbSock]);
     }
@@ -295,30 +306,6 @@ if (!isRoot) {
     t.ok(back, 'host2 rejoins after its checks pass again');
   });
 
-  /** A keep-alive client in the client namespace: send(path) resolves with the answer. */
-  const keepAlive = () => {
-    const ka = spawn('ip', ['netns', 'exec', client.ns, process.execPath, KEEPALIVE, VIP, '80'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const answers: any[] = [];
-    let buf = '';
-    ka.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        answers.push(JSON.parse(buf.slice(0, i)));
-        buf = buf.slice(i + 1);
-      }
-    });
-    return {
-      async send(p: string): Promise<any> {
-        const n = answers.length;
-        ka.stdin.write(`${p}\n`);
-        await waitFor(() => answers.length > n, 5000, 10);
-        return answers[n];
-      },
-      close: () => new Promise<void>((resolve) => { ka.on('close', () => resolve()); ka.stdin.end(); }),
-    };
-  };
-
   t.test('SIGTERM to a host agent: it announces draining, its connections finish, then it exits', async (t) => {
     const ka = keepAlive();
     t.equal((await ka.send('/host2/a'))?.body, 'served by host2\n', 'a keep-alive connection is on host2');
@@ -331,7 +318,7 @@ if (!isRoot) {
     const r = await ka.send('/host2/b');
     t.equal(r?.body, 'served by host2\n', 'the open connection on host2 is still served');
     await ka.close();
-    const code = await Promise.race([hosts[1].exited, sleep(8000).then(() => 'timeout')]);
+    const code = await Promise.race([hosts[1].exit, sleep(8000).then(() => 'timeout')]);
     t.equal(code, 0, 'host2 exits 0 once its connection closed');
     t.ok(hosts[1].find((l) => l.event === 'drained' && l.flowsLeft === 0), 'logging that no connection was left');
   });
@@ -348,7 +335,7 @@ if (!isRoot) {
     t.equal((await ka.send('/b'))?.body, 'served by host1\n', 'the open flow is still tunnelled');
     t.ok(lb.running, 'the balancer waits for it');
     await ka.close();
-    const code = await Promise.race([lb.exited, sleep(9000).then(() => 'timeout')]);
+    const code = await Promise.race([lb.exit, sleep(9000).then(() => 'timeout')]);
     t.equal(code, 0, 'it exits 0 once the flow is gone (closing timeout 1 s)');
     const drained = lb.find((l) => l.event === 'drained');
     t.equal(drained?.complete, true, 'logging a complete drain');

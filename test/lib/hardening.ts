@@ -5,43 +5,17 @@
 // memory and a namespace's kernel TCP counters.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
 import type { HostAgentStats } from '../../src/host';
 import { crc32c } from '../../src/transfer';
 import { waitFor } from './harness';
+import { LoggedProc, runIn, type LogLine } from './procs';
 import type { NsHost, Topology } from './netns';
 import type { HostProcConfig } from './host-proc';
 
 export const HOST_PROC = path.resolve(__dirname, 'host-proc.js');
 
-export interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }
-
-/**
- * Run a command in a namespace without blocking the event loop. `stopAfterMs`
- * sends SIGINT then (a second later) SIGKILL: for tools that run until told.
- */
-export function runIn(ns: string, cmd: string, args: string[],
-  o: { input?: string; timeoutMs?: number; stopAfterMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const envArgs = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
-    const child = spawn('ip', ['netns', 'exec', ns, 'env', ...envArgs, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d; });
-    const timers = [setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000)];
-    if (o.stopAfterMs !== undefined) {
-      timers.push(setTimeout(() => child.kill('SIGINT'), o.stopAfterMs));
-      timers.push(setTimeout(() => child.kill('SIGKILL'), o.stopAfterMs + 1000));
-    }
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      for (const x of timers) clearTimeout(x);
-      resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
-    });
-    child.stdin.end(o.input ?? '');
-  });
-}
+export { runIn, waitForAsync } from './procs';
+export type { RunResult } from './procs';
 
 /** Run a Node helper in a namespace with `arg` as JSON on its stdin; it prints one JSON line last. */
 export async function runNodeIn<T>(ns: string, script: string, arg: unknown, o: { timeoutMs?: number; env?: Record<string, string> } = {}):
@@ -55,34 +29,17 @@ Promise<T> {
   }
 }
 
-export type Ev = Record<string, any>;
+export type Ev = LogLine;
 
 /** A host-proc.js child: its JSON events and its agent's counters. */
-export class HostProc {
-  readonly events: Ev[] = [];
-  text = '';
-  private partial = '';
-
-  constructor(readonly child: ChildProcess, readonly name: string) {
-    child.stdout!.on('data', (d: Buffer) => {
-      this.partial += d;
-      let i;
-      while ((i = this.partial.indexOf('\n')) >= 0) {
-        const line = this.partial.slice(0, i);
-        this.partial = this.partial.slice(i + 1);
-        try { this.events.push(JSON.parse(line) as Ev); } catch { this.text += `${line}\n`; }
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => { this.text += d; });
+export class HostProc extends LoggedProc {
+  get events(): Ev[] {
+    return this.lines;
   }
 
   static start(topo: Topology, h: NsHost, keyHex: string, cfg: HostProcConfig): HostProc {
     return new HostProc(topo.spawn(h.ns, 'env', [`HANDOFF_CLUSTER_KEY=${keyHex}`, process.execPath, HOST_PROC, JSON.stringify(cfg)]),
       cfg.name);
-  }
-
-  find(pred: (e: Ev) => boolean): Ev | undefined {
-    return this.events.find(pred);
   }
 
   filter(pred: (e: Ev) => boolean): Ev[] {
@@ -111,10 +68,6 @@ export class HostProc {
   /** Resident memory of the agent process, bytes. */
   rss(): number {
     return rssOf(this.child.pid!);
-  }
-
-  get exited(): boolean {
-    return this.child.exitCode !== null || this.child.signalCode !== null;
   }
 }
 
@@ -149,12 +102,3 @@ export function reseal(d: Buffer): Buffer {
 }
 
 /** Poll an async condition until truthy or `ms` elapse; returns the last value. */
-export async function waitForAsync<T>(fn: () => Promise<T>, ms = 5000, stepMs = 50): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!v && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, stepMs));
-    v = await fn();
-  }
-  return v;
-}

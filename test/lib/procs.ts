@@ -4,11 +4,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { waitFor } from './harness';
 
-export interface RunResult { code: number | null; stdout: Buffer; stderr: string }
+export interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }
 
-/** Run a command in a namespace; stdin gets `input` and is closed. Never blocks the event loop. */
-export function runIn(ns: string, cmd: string, args: string[], o: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {}):
-Promise<RunResult> {
+/**
+ * Run a command in a namespace; stdin gets `input` and is closed. Never
+ * blocks the event loop (a balancer's engine may run in the test process).
+ * `stopAfterMs` sends SIGINT then (a second later) SIGKILL: for tools that
+ * run until told.
+ */
+export function runIn(ns: string, cmd: string, args: string[],
+  o: { input?: string; timeoutMs?: number; stopAfterMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const envArgs = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
     const child = spawn('ip', ['netns', 'exec', ns, 'env', ...envArgs, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -16,11 +21,15 @@ Promise<RunResult> {
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => { err += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30000);
+    const timers = [setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000)];
+    if (o.stopAfterMs !== undefined) {
+      timers.push(setTimeout(() => child.kill('SIGINT'), o.stopAfterMs));
+      timers.push(setTimeout(() => child.kill('SIGKILL'), o.stopAfterMs + 1000));
+    }
     child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    child.on('close', (code, signal) => {
+      for (const x of timers) clearTimeout(x);
+      resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
     });
     child.stdin.end(o.input ?? '');
   });
@@ -33,7 +42,8 @@ export class LoggedProc {
   readonly lines: LogLine[] = [];
   text = '';
   private partial = '';
-  readonly exited: Promise<number | null>;
+  /** Resolves with the exit code when the process ends. */
+  readonly exit: Promise<number | null>;
 
   constructor(readonly child: ChildProcess, readonly name: string) {
     child.stdout!.on('data', (d: Buffer) => {
@@ -46,7 +56,7 @@ export class LoggedProc {
       }
     });
     child.stderr!.on('data', (d: Buffer) => { this.text += d; });
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    this.exit = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   }
 
   find(pred: (l: LogLine) => boolean): LogLine | undefined {
@@ -67,10 +77,14 @@ export class LoggedProc {
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
+
+  get exited(): boolean {
+    return !this.running;
+  }
 }
 
 /** Poll an async condition until it holds or `ms` elapse; returns the last value. */
-export async function waitForAsync<T>(fn: () => Promise<T>, ms = 2000, stepMs = 20): Promise<T> {
+export async function waitForAsync<T>(fn: () => Promise<T>, ms = 5000, stepMs = 50): Promise<T> {
   const end = Date.now() + ms;
   let v = await fn();
   while (!v && Date.now() < end) {
