@@ -177,19 +177,6 @@ static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, ui
 	count(w, HS_C_HELD);
 }
 
-static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, uint8_t tcp_flags)
-{
-	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-
-	if (unlikely(state == HS_STATE_PENDING))
-		return hold(w, e, m, tcp_flags);
-	if (unlikely(hold_mine(w, e->hold_ref)))
-		hold_settle(w, e);
-	if (unlikely(tcp_flags & (TCP_FIN | TCP_RST)))
-		saw_fin_rst(w, e);
-	encap_send(w, e, m);
-}
-
 /*
  * A client reuses its port soon after a connection closed (the host closed
  * first, so the client has no TIME_WAIT). Its SYN must start a new handoff,
@@ -197,11 +184,8 @@ static void mapped(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, 
  * a pure SYN on a CLOSING mapping marks it REOPENED, and from then on the
  * mapping is treated as absent until the control plane replaces or removes it.
  */
-static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t tcp_flags)
+static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t state, uint8_t tcp_flags)
 {
-	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-	if (likely(state != HS_STATE_CLOSING && state != HS_STATE_REOPENED))
-		return 0;
 	if (state == HS_STATE_REOPENED)
 		return 1;
 	if ((tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
@@ -210,6 +194,22 @@ static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t tcp_
 	if (__atomic_compare_exchange_n(&e->state, &closing, HS_STATE_REOPENED, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
 		count(w, HS_C_REOPENED);
 	return 1;
+}
+
+static void mapped(struct hs_worker *w, uint16_t in, struct hs_entry *e, struct rte_mbuf *m, struct hs_parsed *p)
+{
+	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	uint8_t tcp_flags = p->tcp_flags;
+
+	if (unlikely(state == HS_STATE_PENDING))
+		return hold(w, e, m, tcp_flags);
+	if (unlikely(state >= HS_STATE_CLOSING) && reopened(w, e, state, tcp_flags))
+		return hs_accept_segment(w, in, m, p);
+	if (unlikely(hold_mine(w, e->hold_ref)))
+		hold_settle(w, e);
+	if (unlikely(tcp_flags & (TCP_FIN | TCP_RST)))
+		saw_fin_rst(w, e);
+	encap_send(w, e, m);
 }
 
 void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason)
@@ -339,8 +339,8 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 		if (hits & (1ULL << j))
 			rte_prefetch0(data[j]);
 	for (uint16_t j = 0; j < nv; j++) {
-		if (likely(hits & (1ULL << j)) && likely(!reopened(w, data[j], vp[j].tcp_flags)))
-			mapped(w, data[j], vm[j], vp[j].tcp_flags);
+		if (likely(hits & (1ULL << j)))
+			mapped(w, in, data[j], vm[j], &vp[j]);
 		else if (vp[j].proto == IPPROTO_TCP)
 			hs_accept_segment(w, in, vm[j], &vp[j]);
 		else
