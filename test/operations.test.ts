@@ -290,6 +290,9 @@ if (!isRoot) {
       const m0 = await metrics();
       t.equal(m0.get('handoff_host_up{host="host2"}'), 0, 'handoff_host_up{host="host2"} is 0');
       t.equal(m0.get('handoff_host_eligible{host="host2"}'), 0, 'and it is not eligible');
+      const shown = await cli(['status', '--socket', lbSock]);
+      t.match(shown.out, /host host2 .* DOWN \(takes no new connections\)/, '`handoff status` shows it down');
+      t.match(shown.out, /host host1 .* up\n/, 'and host1 up');
       const failovers0 = m0.get('handoff_failovers_total') ?? 0;
       const toHost2 = m0.get('handoff_host_handoffs_total{host="host2"}') ?? 0;
       for (let i = 0; i < 10; i++) {

@@ -261,7 +261,13 @@ async function runStatus(argv: string[]): Promise<number> {
   }
   if (values.json) return (console.log(JSON.stringify(st, null, 2)), EXIT.OK);
   console.log(`mappings ${st.mappings}, workers ${st.workers}`);
-  for (const h of st.hosts ?? []) console.log(`  host ${h.name.padEnd(12)} ${h.ip.padEnd(15)} handoffs ${h.handoffs}`);
+  if (st.shuttingDown) console.log('  draining: shutting down');
+  for (const h of st.hosts ?? []) {
+    const state = !h.health ? (h.drain ? 'draining (configured)' : 'no checks')
+      : `${h.health.up ? 'up' : 'DOWN'}${h.drain || h.health.draining ? ', draining' : ''}${h.health.appDown ? ', app check failing' : ''}`;
+    console.log(`  host ${h.name.padEnd(12)} ${h.ip.padEnd(15)} handoffs ${String(h.handoffs).padStart(8)}  ${state}` +
+      `${h.eligible ? '' : ' (takes no new connections)'}`);
+  }
   if (st.engine) {
     const e = st.engine;
     console.log(`  handoffs started ${e.handoffsStarted} completed ${e.handoffsCompleted} failed ${e.handoffsFailed} ` +
