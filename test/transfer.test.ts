@@ -741,13 +741,20 @@ t.test('sender: the first timer follows the host\'s measured round trips (RFC 62
   };
   const first = oneTransfer();
   t.ok(first > 1, `with the 3 ms timer the first transfer was sent ${first} times before its FINAL`);
-  t.equal(sender.rtoFor(HOST), 3, 'and, retransmitted, it gives no sample (Karn)');
-  // Samples only come from transfers sent once: feed one by answering within the timer.
-  sender.send(HOST, randomBytes(prng(5), 100), (r) => results.push(r));
-  const d = sent.at(-1) as { blobId: number };
-  clock.now += 2;
-  sender.onDatagram(HOST, encodeFinal({ session: 3, blobId: d.blobId, status: Status.OK }));
-  t.ok(sender.rtoFor(HOST) >= 3, `a 2 ms sample: timer ${sender.rtoFor(HOST)} ms (never below initialRtoMs)`);
+  const backedOff = sender.rtoFor(HOST);
+  t.ok(backedOff >= 12, `retransmitted, it gives no sample (Karn), but the host's timer stays backed off: ${backedOff} ms`);
+  let tries = 1;
+  while (oneTransfer() > 1 && tries < 4) tries++;
+  t.ok(tries <= 3, `so within ${tries} transfers one to the slow host is sent once (each timeout doubles the kept timer)`);
+  t.ok(sender.rtoFor(HOST) >= 20, `and its clean 20 ms sample sets the timer: ${sender.rtoFor(HOST)} ms`);
+  // A fast answer brings it down again, never below initialRtoMs.
+  for (let i = 0; i < 30; i++) {
+    sender.send(HOST, randomBytes(prng(5 + i), 100), (r) => results.push(r));
+    const d = sent.at(-1) as { blobId: number };
+    clock.now += 2;
+    sender.onDatagram(HOST, encodeFinal({ session: 3, blobId: d.blobId, status: Status.OK }));
+  }
+  t.ok(sender.rtoFor(HOST) >= 3 && sender.rtoFor(HOST) < 8, `steady 2 ms answers: timer ${sender.rtoFor(HOST).toFixed(2)} ms (floor initialRtoMs)`);
   // Now the host slows to 20 ms, answering transfers sent once only when the timer allows.
   const small = new BlobSender({ send: (_d, b) => sent.push(mustDecode(b)), now: () => clock.now, jitter: 0, session: 3, initialRtoMs: 30 });
   for (let i = 0; i < 5; i++) {

@@ -16,6 +16,7 @@
 
 #include "hs_common.h"
 #include "hs_state.h"
+#include "hs_telemetry.h"
 
 #define HS_RECLAIM_SLACK 4096
 
@@ -158,9 +159,9 @@ int hs_mapping_insert(const struct hs_mapping *m)
 		hs.free_idx[hs.n_free++] = idx;
 		return hs_fail(rc == -ENOSPC ? -ENOSPC : -EINVAL, "mapping insert: %s", rte_strerror(-rc));
 	}
-	hs.n_live++;
+	__atomic_store_n(&hs.n_live, hs.n_live + 1, __ATOMIC_RELAXED); /* one writer; telemetry reads */
 	if (m->state == HS_STATE_PENDING)
-		hs.n_pending++;
+		__atomic_store_n(&hs.n_pending, hs.n_pending + 1, __ATOMIC_RELAXED); /* one writer; telemetry reads */
 	return 0;
 }
 
@@ -208,9 +209,9 @@ int hs_mapping_set_state(const struct hs_mapping *key, uint32_t state)
 	}
 	__atomic_store_n(&e->state, (uint8_t)state, __ATOMIC_RELEASE);
 	if (cur != HS_STATE_PENDING && state == HS_STATE_PENDING)
-		hs.n_pending++;
+		__atomic_store_n(&hs.n_pending, hs.n_pending + 1, __ATOMIC_RELAXED); /* one writer; telemetry reads */
 	if (releasing) {
-		hs.n_pending--;
+		__atomic_store_n(&hs.n_pending, hs.n_pending - 1, __ATOMIC_RELAXED);
 		return post_all(HS_CMD_RELEASE, (uint32_t)(e - hs.entries), e->gen);
 	}
 	return 0;
@@ -231,9 +232,9 @@ int hs_mapping_delete(const struct hs_mapping *key)
 	rc = rte_hash_del_key(hs.map, &k);
 	if (rc < 0)
 		return hs_fail(-ENOENT, "no such mapping");
-	hs.n_live--;
+	__atomic_store_n(&hs.n_live, hs.n_live - 1, __ATOMIC_RELAXED);
 	if (was == HS_STATE_PENDING)
-		hs.n_pending--;
+		__atomic_store_n(&hs.n_pending, hs.n_pending - 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -278,7 +279,7 @@ int hs_host_set(uint32_t id, const struct hs_host_conf *h)
 	const struct hs_port *p = &hs.ports[h->port];
 	hs_encap_tmpl_init(t, p->mac, p->ip, h->nexthop_mac, rte_cpu_to_be_32(h->ip), h->inner_mac,
 			   h->port, p->mtu);
-	hs.host_conf[id] = *h;
+	hs_telemetry_host_conf_set(id, h); /* under the telemetry lock: its thread reads these */
 	struct hs_encap_tmpl *old = __atomic_exchange_n(&hs.hosts[id], t, __ATOMIC_RELEASE);
 	if (old) {
 		/* A worker may still be encapsulating with the old template. */

@@ -374,3 +374,10 @@ void hs_telemetry_detach(void)
 	attached = 0;
 	pthread_mutex_unlock(&tel_lock);
 }
+
+void hs_telemetry_host_conf_set(uint32_t id, const struct hs_host_conf *h)
+{
+	pthread_mutex_lock(&tel_lock);
+	hs.host_conf[id] = *h;
+	pthread_mutex_unlock(&tel_lock);
+}

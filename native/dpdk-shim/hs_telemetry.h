@@ -11,6 +11,9 @@
 #ifndef HS_TELEMETRY_H
 #define HS_TELEMETRY_H
 
+#include <stdint.h>
+#include "handoff_shim.h"
+
 /**
  * Register the /handoff/ commands (once per process) and let them read the
  * running shim. Called by hs_init once the workers run.
@@ -25,5 +28,11 @@ int hs_telemetry_attach(void);
  * {"running": 0} (/handoff/info) or null.
  */
 void hs_telemetry_detach(void);
+
+/**
+ * Store a host's configuration where the telemetry thread reads it, under
+ * the lock its readers take (a struct copy is not atomic).
+ */
+void hs_telemetry_host_conf_set(uint32_t id, const struct hs_host_conf *h);
 
 #endif

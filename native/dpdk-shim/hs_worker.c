@@ -188,7 +188,8 @@ static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t stat
 {
 	if (state == HS_STATE_REOPENED)
 		return 1;
-	if ((tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
+	/* The same test as the accept path's for a connection request. */
+	if ((tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN)
 		return 0;
 	uint8_t closing = HS_STATE_CLOSING;
 	if (__atomic_compare_exchange_n(&e->state, &closing, HS_STATE_REOPENED, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))

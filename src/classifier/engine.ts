@@ -55,7 +55,7 @@ export interface HandoffEngineOptions {
   /** A mapping with no packet for this long is removed. Default 300000. */
   idleTimeoutMs?: number;
   /** Health-check answers (PONG datagrams) from host agents, with the sender's address. */
-  onHostDatagram?: (fromIp: string, datagram: Buffer) => void;
+  onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
   /** Each completed handoff's latency, microseconds (first data byte to the host's final ACK). */
   onHandoffLatency?: (us: number) => void;
 }
@@ -225,7 +225,7 @@ export class HandoffEngine {
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly spinMs: number;
-  private readonly onHostDatagram?: (fromIp: string, datagram: Buffer) => void;
+  private readonly onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
   private readonly onHandoffLatency?: (us: number) => void;
 
   constructor(o: HandoffEngineOptions) {
@@ -662,7 +662,7 @@ export class HandoffEngine {
     const payload = Buffer.from(f.subarray(udp + 8, udp + len));
     if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
     if (payload.length > 5 && payload[5] === DatagramType.PONG) {
-      if (this.onHostDatagram) this.onHostDatagram(from.ip, payload);
+      if (this.onHostDatagram) this.onHostDatagram(from.ip, from.port, payload);
       else this.stats.localIgnored++;
       return;
     }

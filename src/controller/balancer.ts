@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { HandoffEngine, Router } from '../classifier';
 import type { EngineHost } from '../classifier';
 import { PacketBurst, Shim } from '../offload';
@@ -24,10 +25,14 @@ export interface ReloadResult {
 }
 
 /** Keys a running balancer cannot change: a reload touching them is refused (restart instead). */
+/** Host ids the shim's table holds (HS_MAX_HOSTS). */
+const MAX_HOST_IDS = 4096;
+
 const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
   'mappings', 'statsIntervalMs', 'control', 'log'] as const;
 
-const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+/** Deep equality, whatever the order of keys in the file. */
+const same = (a: unknown, b: unknown) => isDeepStrictEqual(a, b);
 
 /**
  * A running balancer: the shim, its hosts, and the control loop. With
@@ -50,6 +55,10 @@ export class Balancer {
   private current: BalancerConfig;
   /** Shim host id by host name: stable across reloads, so flows keep their host. */
   private readonly hostIds = new Map<string, number>();
+  /** What each shim host id was last given: an id is never pointed at another address while flows may use it. */
+  private readonly shimHosts = new Map<number, BalancerConfig['hosts'][number]>();
+  /** Hosts of the configuration in force, by name. */
+  private hostsByName = new Map<string, BalancerConfig['hosts'][number]>();
   health?: HealthMonitor;
   private healthTimer?: NodeJS.Timeout;
   /** Set once a graceful shutdown has begun. */
@@ -91,7 +100,9 @@ export class Balancer {
     cfg.hosts.forEach((h, id) => {
       this.shim.setHost(id, h);
       this.hostIds.set(h.name, id);
+      this.shimHosts.set(id, h);
     });
+    this.hostsByName = new Map(cfg.hosts.map((h) => [h.name, h]));
     if (cfg.routing.pools.length) {
       if (!this.clusterKey) throw new Error('routing is configured but no cluster key was given');
       const names = cfg.hosts.map((h) => h.name);
@@ -108,7 +119,7 @@ export class Balancer {
         router: new Router(cfg.routing, names),
         hosts: this.engineHosts(cfg),
         health: (name) => this.eligible(name),
-        onHostDatagram: (fromIp, d) => this.onHostDatagram(fromIp, d),
+        onHostDatagram: (fromIp, fromPort, d) => this.onHostDatagram(fromIp, fromPort, d),
         onHandoffLatency: this.onHandoffLatency,
         clusterKey: this.clusterKey,
         blobPort: cfg.blob.port,
@@ -138,7 +149,7 @@ export class Balancer {
 
   /** Whether `host` may take new connections: configured, not drained, passing its checks. */
   eligible(host: string): boolean {
-    const h = this.current.hosts.find((x) => x.name === host);
+    const h = this.hostsByName.get(host);
     if (!h || h.drain) return false;
     return this.health ? this.health.eligible(host) : true;
   }
@@ -173,20 +184,42 @@ export class Balancer {
       throw new ConfigError(file, problems);
     }
     const changes = describeChanges(old, next);
-    // Shim host table first: a host must exist before a mapping may name it.
-    let nextId = Math.max(-1, ...this.hostIds.values()) + 1;
+    // Plan first, then apply: the shim host table before anything names a host.
+    // An id keeps its address for good (a removed host's flows may still use
+    // it): a host whose address differs from its id's gets a fresh id.
+    let nextId = Math.max(-1, ...this.shimHosts.keys()) + 1;
+    const plan: Array<{ name: string; id: number; conf: BalancerConfig['hosts'][number] }> = [];
     for (const h of next.hosts) {
-      const before = old.hosts.find((x) => x.name === h.name);
       let id = this.hostIds.get(h.name);
-      // A host whose address changed gets a new id: flows on the old address keep theirs.
-      if (id === undefined || (before && (before.ip !== h.ip || before.port !== h.port))) {
-        id = nextId++;
-        this.hostIds.set(h.name, id);
-      } else if (before && same(before, h)) {
-        continue;
-      }
-      this.shim.setHost(id, h);
+      const given = id === undefined ? undefined : this.shimHosts.get(id);
+      if (id === undefined || !given || given.ip !== h.ip || given.port !== h.port) id = nextId++;
+      else if (same(given, h)) continue;
+      plan.push({ name: h.name, id, conf: h });
     }
+    if (nextId > MAX_HOST_IDS) {
+      this.reloads.refused++;
+      throw new ConfigError(file, [{ path: '/hosts', message: `the shim's host table is full (${MAX_HOST_IDS} ids, never reused while flows may hold them): restart to renumber` }]);
+    }
+    const done: typeof plan = [];
+    try {
+      for (const p of plan) {
+        this.shim.setHost(p.id, p.conf);
+        done.push(p);
+      }
+    } catch (err) {
+      // Undo what this reload changed in the shim, so the old configuration really stays.
+      for (const p of done) {
+        const prev = this.shimHosts.get(p.id);
+        if (prev) try { this.shim.setHost(p.id, prev); } catch { /* as good as we can */ }
+      }
+      this.reloads.refused++;
+      throw new ConfigError(file, [{ path: '/hosts', message: `the shim refused a host: ${(err as Error).message}` }]);
+    }
+    for (const p of plan) {
+      this.hostIds.set(p.name, p.id);
+      this.shimHosts.set(p.id, p.conf);
+    }
+    this.hostsByName = new Map(next.hosts.map((h) => [h.name, h]));
     if (this.engine) {
       this.engine.setHosts(this.engineHosts(next));
       this.engine.setRouter(new Router(next.routing, next.hosts.map((h) => h.name)));
@@ -248,10 +281,11 @@ export class Balancer {
     return cfg.hosts.map((h) => ({ name: h.name, id: this.hostIds.get(h.name)!, ip: h.ip, nexthopMac: h.nexthopMac, agentPort: h.agentPort }));
   }
 
-  private onHostDatagram(fromIp: string, datagram: Buffer): void {
+  private onHostDatagram(fromIp: string, fromPort: number, datagram: Buffer): void {
     const d = decodeDatagram(datagram);
     if ('error' in d || d.type !== 'pong' || !this.health) return;
-    for (const h of this.current.hosts) if (h.ip === fromIp) this.health.onPong(h.name, d);
+    // Address and port: two agents may share an address on different ports.
+    for (const h of this.current.hosts) if (h.ip === fromIp && h.agentPort === fromPort) this.health.onPong(h.name, d);
   }
 
   /** No engine: take exceptions as they come (parked on the shim's eventfd when idle) and count them. */

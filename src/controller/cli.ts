@@ -151,6 +151,8 @@ async function runLb(argv: string[]): Promise<number> {
     if (duration) setTimeout(() => resolve('now'), duration * 1000);
   });
   process.off('SIGHUP', onHup);
+  // A SIGHUP from here on must not kill the process (its default action) mid-drain.
+  process.on('SIGHUP', () => log.warn({ event: 'reload', result: 'ignored' }, 'reload ignored: shutting down'));
   if (how === 'drain' && lb.config.shutdown.drainTimeoutMs > 0) {
     const t = lb.config.shutdown.drainTimeoutMs;
     log.info({ event: 'draining', timeoutMs: t, inProgress: lb.engine?.inProgress ?? 0, flows: lb.engine?.activeFlows ?? 0 },
@@ -207,7 +209,7 @@ async function runHost(argv: string[]): Promise<number> {
   if (cfg.health.http) {
     check = new AppCheck({ ...cfg.health.http, onResult: (ok, detail) => {
       if (ok !== host.agent.appHealthy) {
-        log.warn({ event: 'app-check', ok, detail, url: cfg.health.http!.url }, `application check ${ok ? 'passes' : 'fails'}: ${detail}`);
+        log.warn({ event: 'app-check', ok, detail, url: withoutCredentials(cfg.health.http!.url) }, `application check ${ok ? 'passes' : 'fails'}: ${detail}`);
       }
       host.agent.appHealthy = ok;
     } }).start();
@@ -222,6 +224,8 @@ async function runHost(argv: string[]): Promise<number> {
     vips: cfg.vips, app: cfg.app.kind },
   `host agent '${cfg.name}' on udp ${cfg.listen.address}:${host.port}, VXLAN device ${host.network?.device ?? '-'} ${host.network?.mac ?? ''}; ` +
     `serving ${cfg.vips.map((v) => `${v.ip}:${v.port}`).join(', ')} with the ${cfg.app.kind} app`);
+  // The host agent has no reload: say so rather than die of SIGHUP's default action.
+  process.on('SIGHUP', () => log.warn({ event: 'reload', result: 'ignored' }, 'the host agent has no reload: restart it to apply a new configuration'));
   const how = await new Promise<'now' | 'drain'>((resolve) => {
     process.once('SIGINT', () => resolve('now'));
     process.once('SIGTERM', () => resolve('drain'));
@@ -276,6 +280,18 @@ async function runStatus(argv: string[]): Promise<number> {
   const nz = Object.entries(st.counters ?? {}).filter(([, v]) => v !== 0);
   for (const [k, v] of nz) console.log(`  ${k.padEnd(28)} ${v}`);
   return EXIT.OK;
+}
+
+/** A URL fit for a log line: no user or password. */
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
 }
 
 function hasRouting(cfg: { routing: { pools: unknown[] } }): boolean {

@@ -27,20 +27,28 @@ function route(h: ControlHandlers, local: boolean): http.RequestListener {
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end(`${(err as Error)?.message ?? err}\n`);
     };
-    if (req.method === 'GET' && url === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(toJson(h.status()));
-    } else if (req.method === 'GET' && url === '/metrics' && h.metrics) {
-      h.metrics().then((m) => res.writeHead(200, { 'content-type': m.contentType }).end(m.body), fail);
-    } else if (req.method === 'GET' && url === '/healthz' && h.healthz) {
-      const r = h.healthz();
-      res.writeHead(r.ok ? 200 : 503, { 'content-type': 'text/plain' }).end(`${r.reason}\n`);
-    } else if (req.method === 'POST' && url === '/reload' && h.reload && local) {
-      h.reload().then(
-        (r) => res.writeHead(200, { 'content-type': 'application/json' }).end(toJson({ ok: true, changes: r.changes })),
-        (err: Error) => res.writeHead(422, { 'content-type': 'application/json' }).end(toJson({ ok: false, error: err.message })),
-      );
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    // A handler that throws (the balancer stopping under a late request) answers 500, never crashes the process.
+    try {
+      dispatch();
+    } catch (err) {
+      fail(err);
+    }
+    function dispatch(): void {
+      if (req.method === 'GET' && url === '/status') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(toJson(h.status()));
+      } else if (req.method === 'GET' && url === '/metrics' && h.metrics) {
+        h.metrics().then((m) => res.writeHead(200, { 'content-type': m.contentType }).end(m.body), fail);
+      } else if (req.method === 'GET' && url === '/healthz' && h.healthz) {
+        const r = h.healthz();
+        res.writeHead(r.ok ? 200 : 503, { 'content-type': 'text/plain' }).end(`${r.reason}\n`);
+      } else if (req.method === 'POST' && url === '/reload' && h.reload && local) {
+        h.reload().then(
+          (r) => res.writeHead(200, { 'content-type': 'application/json' }).end(toJson({ ok: true, changes: r.changes })),
+          (err: Error) => res.writeHead(422, { 'content-type': 'application/json' }).end(toJson({ ok: false, error: err.message })),
+        );
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      }
     }
   };
 }
@@ -74,6 +82,7 @@ export class ControlServer {
 
   close(): void {
     this.server.close();
+    this.server.closeAllConnections(); // keep-alive clients must not reach a stopped balancer
     try {
       fs.unlinkSync(this.socketPath);
     } catch { /* gone */ }

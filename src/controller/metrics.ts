@@ -50,7 +50,9 @@ export class BalancerMetrics {
       });
     engineCounter('handoff_handoffs_started_total', 'Handoffs started (mapping PENDING, connection frozen)', (s) => s.handoffsStarted);
     engineCounter('handoff_handoffs_completed_total', 'Handoffs the host confirmed (mapping ACTIVE)', (s) => s.handoffsCompleted);
-    engineCounter('handoff_handoffs_failed_total', 'Handoffs with no host left: the client was reset', (s) => s.handoffsFailed);
+    engineCounter('handoff_handoffs_failed_total',
+      'Handoffs that failed: no host left (the client was reset), or the freeze answer was lost (freed, the client times out)',
+      (s) => s.handoffsFailed);
     engineCounter('handoff_handoffs_uncertain_total', 'Transfers given up after the host held every fragment (activated)', (s) => s.handoffsUncertain);
     engineCounter('handoff_failovers_total', 'Blobs sent on to another host after a refusal or silence', (s) => s.failovers);
     new client.Counter({

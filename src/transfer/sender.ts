@@ -158,8 +158,10 @@ interface HostRtt {
   /** Smoothed round trip to the host's FINAL and its variation (RFC 6298), ms; NaN before the first sample. */
   srttMs: number;
   rttvarMs: number;
-  /** The first timer of a transfer to this host: SRTT + 4 RTTVAR within [initialRtoMs, maxRtoMs]. */
+  /** SRTT + 4 RTTVAR within [initialRtoMs, maxRtoMs] (initialRtoMs before a sample). */
   rtoMs: number;
+  /** A backed-off timer kept since the last clean sample (0: none); new transfers start at the larger. */
+  backoffMs: number;
 }
 
 interface HeapEntry {
@@ -253,7 +255,7 @@ export class BlobSender {
       host = { active: 0, waiting: [] };
       this.hosts.set(destKey, host);
     }
-    t.rtoMs = this.rtts.get(destKey)?.rtoMs ?? this.initialRtoMs;
+    t.rtoMs = this.rtoFor(dest);
     if (host.active < this.maxInFlightPerHost) {
       this.transfers.set(id, t);
       this.activate(t, host, now);
@@ -319,6 +321,7 @@ export class BlobSender {
       }
       if (progress) {
         t.silent = 0;
+        // The host answers: back to its measured timer.
         t.rtoMs = this.rtts.get(t.destKey)?.rtoMs ?? this.initialRtoMs;
         this.schedule(t, now + this.jittered(t.rtoMs));
       }
@@ -340,20 +343,30 @@ export class BlobSender {
 
   /** The retransmission timer a new transfer to `dest` starts with, ms. */
   rtoFor(dest: Endpoint): number {
-    return this.rtts.get(endpointKey(dest))?.rtoMs ?? this.initialRtoMs;
+    const h = this.rtts.get(endpointKey(dest));
+    return h ? Math.max(h.rtoMs, h.backoffMs) : this.initialRtoMs;
+  }
+
+  private backOff(destKey: string, rtoMs: number): void {
+    const h = this.rtts.get(destKey);
+    // One entry per host ever sent to: destinations come from the configuration, not the network.
+    if (!h) this.rtts.set(destKey, { srttMs: NaN, rttvarMs: NaN, rtoMs: this.initialRtoMs, backoffMs: rtoMs });
+    else h.backoffMs = Math.max(h.backoffMs, rtoMs);
   }
 
   private sampleRtt(destKey: string, r: number): void {
     if (!(r >= 0)) return;
     let h = this.rtts.get(destKey);
-    if (!h) {
-      // One entry per host ever sent to: destinations come from the configuration, not the network.
-      this.rtts.set(destKey, h = { srttMs: r, rttvarMs: r / 2, rtoMs: this.initialRtoMs });
+    if (!h || Number.isNaN(h.srttMs)) {
+      if (!h) this.rtts.set(destKey, h = { srttMs: r, rttvarMs: r / 2, rtoMs: this.initialRtoMs, backoffMs: 0 });
+      h.srttMs = r;
+      h.rttvarMs = r / 2;
     } else {
       h.rttvarMs = 0.75 * h.rttvarMs + 0.25 * Math.abs(h.srttMs - r);
       h.srttMs = 0.875 * h.srttMs + 0.125 * r;
     }
     h.rtoMs = Math.min(this.maxRtoMs, Math.max(this.initialRtoMs, h.srttMs + 4 * h.rttvarMs));
+    h.backoffMs = 0;
   }
 
   /** Earliest time tick() has work, or undefined when idle. */
@@ -440,6 +453,9 @@ export class BlobSender {
     this.stats.retransmitted += resent;
     t.rounds++;
     t.rtoMs = Math.min(t.rtoMs * 2, this.maxRtoMs);
+    // RFC 6298 5.5/5.7: the host's timer stays backed off until a transfer sent once
+    // gives a clean sample; else a host slower than the timer would never be measured.
+    this.backOff(t.destKey, t.rtoMs);
     this.schedule(t, now + this.jittered(t.rtoMs));
   }
 
