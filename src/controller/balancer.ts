@@ -61,6 +61,10 @@ export class Balancer {
   private hostsByName = new Map<string, BalancerConfig['hosts'][number]>();
   health?: HealthMonitor;
   private healthTimer?: NodeJS.Timeout;
+  /** Bumped on every health change and reload: panic() recomputes only then. */
+  private healthVersion = 0;
+  private panicAt = -1;
+  private panicking = false;
   /** Set once a graceful shutdown has begun. */
   shuttingDown = false;
   readonly reloads = { applied: 0, refused: 0 };
@@ -110,8 +114,8 @@ export class Balancer {
         this.health = new HealthMonitor(cfg.hosts, {
           send: (host, d) => this.engine?.sendToHost(host, d),
           intervalMs: cfg.health.intervalMs, timeoutMs: cfg.health.timeoutMs, fall: cfg.health.fall, rise: cfg.health.rise,
-          onChange: (host, st, reason) => this.log?.warn({ event: 'host-health', host, up: st.up, draining: st.draining || st.drainConfigured,
-            eligible: this.eligible(host) }, `host ${host}: ${reason}`),
+          onChange: (host, st, reason) => (this.healthVersion++, this.log?.warn({ event: 'host-health', host, up: st.up, draining: st.draining || st.drainConfigured,
+            eligible: this.eligible(host) }, `host ${host}: ${reason}`)),
         });
       }
       this.engine = new HandoffEngine({
@@ -151,7 +155,22 @@ export class Balancer {
   eligible(host: string): boolean {
     const h = this.hostsByName.get(host);
     if (!h || h.drain) return false;
-    return this.health ? this.health.eligible(host) : true;
+    if (!this.health || this.health.eligible(host)) return true;
+    // Panic mode: when the checks find no usable host at all (a lossy or cut
+    // check path, say), try them all; the blob transfer's failover still
+    // skips the dead ones. Better than refusing every client.
+    return this.panic() && !this.health.state(host)?.draining;
+  }
+
+  /** True while no configured, undrained host passes its checks. */
+  panic(): boolean {
+    const v = this.healthVersion;
+    if (v !== this.panicAt) {
+      this.panicAt = v;
+      this.panicking = !!this.health && !this.current.hosts.some((h) => !h.drain && this.health!.eligible(h.name));
+      if (this.panicking) this.log?.error({ event: 'panic' }, 'no host passes its health checks: trying all of them');
+    }
+    return this.panicking;
   }
 
   /** The hosts of the configuration in force. */
@@ -220,6 +239,7 @@ export class Balancer {
       this.shimHosts.set(p.id, p.conf);
     }
     this.hostsByName = new Map(next.hosts.map((h) => [h.name, h]));
+    this.healthVersion++;
     if (this.engine) {
       this.engine.setHosts(this.engineHosts(next));
       this.engine.setRouter(new Router(next.routing, next.hosts.map((h) => h.name)));
@@ -242,6 +262,7 @@ export class Balancer {
         drain: h.drain, health: this.health?.state(h.name) ?? null,
       })),
       shuttingDown: this.shuttingDown,
+      healthPanic: this.panic(),
       reloads: this.reloads,
       mappings: this.shim.mappingCount(),
       activeFlows: this.engine?.activeFlows ?? 0,

@@ -126,6 +126,10 @@ export class BalancerMetrics {
     perHost('handoff_host_eligible', '1 while the host may take new connections', (h) => (h.eligible ? 1 : 0));
     perHost('handoff_host_health_failures_total', 'Failed health checks', (h) => h.failures, 'counter');
     new client.Gauge({
+      name: 'handoff_health_panic', help: '1 while no host passes its health checks and all are tried', registers: [r],
+      collect() { this.set(lbRef.panic() ? 1 : 0); },
+    });
+    new client.Gauge({
       name: 'handoff_balancer_draining', help: '1 once a graceful shutdown has begun', registers: [r],
       collect() { this.set(lbRef.shuttingDown ? 1 : 0); },
     });
