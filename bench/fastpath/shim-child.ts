@@ -3,7 +3,7 @@
 // ChildConfig as JSON in argv[2]; reports over the IPC channel (ChildMessage)
 // and leaves the arithmetic to the driver.
 import koffi from 'koffi';
-import { FlowState, Mapping, Shim } from '../../src/offload';
+import { encodeMappingRecords, Mapping, Shim } from '../../src/offload';
 import { ipv4FromString } from '../../src/net/packet';
 import { dpdkHeapUse } from './dpdk-heap';
 import { runAsChild, sendToParent } from '../lib/processes';
@@ -18,24 +18,9 @@ const send = (msg: ChildMessage): Promise<void> => sendToParent(msg);
 
 /** Every flow as struct hs_mapping records in one buffer: no object per flow. */
 function encodeMappings(flows: number): Buffer {
-  const size = koffi.sizeof(Mapping);
-  const off = (f: string) => koffi.offsetof(Mapping, f);
-  const [oIp, oVip, oCport, oVport, oProto, oState, oHost, oFlow] =
-    ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id'].map(off);
-  const vip = ipv4FromString(VIP.ip);
-  const buf = Buffer.alloc(flows * size); // zeroed: reserved, packets and bytes stay 0
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
-  for (let i = 0, o = 0; i < flows; i++, o += size) {
-    dv.setUint32(o + oIp, flowClientIp(i), true);
-    dv.setUint32(o + oVip, vip, true);
-    dv.setUint16(o + oCport, flowClientPort(i), true);
-    dv.setUint16(o + oVport, VIP.port, true);
-    dv.setUint8(o + oProto, 6);
-    dv.setUint8(o + oState, FlowState.ACTIVE);
-    dv.setUint16(o + oHost, HOST.id, true);
-    dv.setUint32(o + oFlow, flowId(i), true);
-  }
-  return buf;
+  return encodeMappingRecords(flows, {
+    vip: ipv4FromString(VIP.ip), vipPort: VIP.port, hostId: HOST.id, clientIp: flowClientIp, clientPort: flowClientPort, flowId,
+  });
 }
 
 async function main(cfg: ChildConfig): Promise<void> {

@@ -9,12 +9,11 @@
 // a million of them through handoffs would measure the handoff path (see
 // bench:handoff), not forwarding. Forked with an IPC channel (veth-check.ts),
 // it also answers {type:'snapshot'} and {type:'stop'}.
-import koffi from 'koffi';
 import path from 'node:path';
 import { Balancer } from '../../src/controller/balancer';
 import { loadBalancerConfig } from '../../src/controller/config';
 import type { BalancerConfig } from '../../src/controller/config-schema';
-import { FlowState, Mapping } from '../../src/offload';
+import { encodeMappingRecords } from '../../src/offload';
 import type { CounterRow } from '../../src/offload';
 import { ipv4FromString } from '../../src/net/packet';
 import { ESTABLISHED, FlowRange, flowClientIp, flowClientPort, flowCount, flowId } from './common';
@@ -51,23 +50,10 @@ export function encodeMappings(cfg: BalancerConfig, flows: FlowRange, hostId: nu
   if (n > cfg.limits.mappingCapacity) {
     throw new HelperOptionError(`${n} flows do not fit limits.mappingCapacity ${cfg.limits.mappingCapacity}`);
   }
-  const size = koffi.sizeof(Mapping);
-  const off = (f: string) => koffi.offsetof(Mapping, f);
-  const [oIp, oVip, oCport, oVport, oProto, oState, oHost, oFlow] =
-    ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id'].map(off);
-  const vipIp = ipv4FromString(vip.ip);
-  const buf = Buffer.alloc(n * size); // zeroed: reserved, packets and bytes stay 0
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
-  for (let k = 0, o = 0; k < n; k++, o += size) {
-    dv.setUint32(o + oIp, flowClientIp(flows, k), true);
-    dv.setUint32(o + oVip, vipIp, true);
-    dv.setUint16(o + oCport, flowClientPort(flows, k), true);
-    dv.setUint16(o + oVport, vip.port, true);
-    dv.setUint8(o + oProto, 6);
-    dv.setUint8(o + oState, FlowState.ACTIVE);
-    dv.setUint16(o + oHost, hostId, true);
-    dv.setUint32(o + oFlow, flowId(k), true);
-  }
+  const buf = encodeMappingRecords(n, {
+    vip: ipv4FromString(vip.ip), vipPort: vip.port, hostId,
+    clientIp: (k) => flowClientIp(flows, k), clientPort: (k) => flowClientPort(flows, k), flowId,
+  });
   return { buf, n };
 }
 

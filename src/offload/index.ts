@@ -3,3 +3,4 @@ export * from './errors';
 export * from './native';
 export * from './packet-burst';
 export * from './shim';
+export * from './mapping-records';
