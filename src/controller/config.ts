@@ -78,6 +78,15 @@ function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
  * @throws ConfigError
  */
 export function loadBalancerConfig(file: string): BalancerConfig {
+  return parseBalancerConfig(readConfigDocument(file), file);
+}
+
+/**
+ * Read a YAML (or JSON) file into plain data, for a schema to validate.
+ * Shared by the balancer's and the host agent's loaders.
+ * @throws ConfigError (unreadable file, YAML errors, an alias to no anchor)
+ */
+export function readConfigDocument(file: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -88,14 +97,12 @@ export function loadBalancerConfig(file: string): BalancerConfig {
   if (doc.errors.length) {
     throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
   }
-  let value: unknown;
   try {
-    value = doc.toJS();
+    return doc.toJS();
   } catch (err) {
     // toJS() throws for an alias to an anchor never set ("*a") or one that expands too far.
     throw new ConfigError(file, [{ path: '/', message: `YAML: ${(err as Error).message}` }]);
   }
-  return parseBalancerConfig(value, file);
 }
 
 /** EAL arguments for a configuration. */

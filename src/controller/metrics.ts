@@ -14,11 +14,14 @@ const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 export class BalancerMetrics {
   readonly registry = new client.Registry();
   private readonly latency: client.Histogram;
+  /** Read once per scrape and shared by the collectors: flowCounts() walks every flow. */
+  private scrape?: Scrape;
 
   constructor(private readonly lb: Balancer) {
     const r = this.registry;
     client.collectDefaultMetrics({ register: r, prefix: 'handoff_process_' });
     const lbRef = this.lb;
+    const snap = () => (this.scrape ??= takeScrape(lbRef));
 
     // Shim: per-lcore counters and drop reasons. Counter values are set from the shim's own on each scrape.
     new client.Counter({
@@ -26,7 +29,7 @@ export class BalancerMetrics {
       labelNames: ['lcore', 'counter'], registers: [r],
       collect() {
         this.reset();
-        forEachCounter(lbRef, (lcore, name, v) => { if (!name.startsWith('drop_')) this.inc({ lcore, counter: name }, v); });
+        forEachCounter(snap().counters, (lcore, name, v) => { if (!name.startsWith('drop_')) this.inc({ lcore, counter: name }, v); });
       },
     });
     new client.Counter({
@@ -34,7 +37,7 @@ export class BalancerMetrics {
       labelNames: ['lcore', 'reason'], registers: [r],
       collect() {
         this.reset();
-        forEachCounter(lbRef, (lcore, name, v) => { if (name.startsWith('drop_')) this.inc({ lcore, reason: name.slice(5) }, v); });
+        forEachCounter(snap().counters, (lcore, name, v) => { if (name.startsWith('drop_')) this.inc({ lcore, reason: name.slice(5) }, v); });
       },
     });
 
@@ -91,9 +94,8 @@ export class BalancerMetrics {
       labelNames: ['state'], registers: [r],
       collect() {
         this.reset();
-        const e = lbRef.engine;
-        if (!e) return;
-        const f = e.flowCounts();
+        const f = snap().flows;
+        if (!f) return;
         this.set({ state: 'pending' }, f.pending);
         this.set({ state: 'active' }, f.active);
         this.set({ state: 'closing' }, f.closing);
@@ -110,7 +112,7 @@ export class BalancerMetrics {
         name, help, labelNames: ['host'], registers: [r],
         collect(this: client.Gauge | client.Counter) {
           this.reset();
-          for (const h of hostViews(lbRef)) {
+          for (const h of snap().hosts) {
             if (this instanceof client.Gauge) this.set({ host: h.name }, read(h));
             else this.inc({ host: h.name }, read(h));
           }
@@ -149,8 +151,13 @@ export class BalancerMetrics {
   }
 
   /** The Prometheus text exposition. */
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    this.scrape = undefined;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.scrape = undefined;
+    }
   }
 
   get contentType(): string {
@@ -169,8 +176,18 @@ interface HostView {
   failures: number;
 }
 
-function hostViews(lb: Balancer): HostView[] {
-  const counts = lb.engine?.flowCounts().byHostIp;
+interface Scrape {
+  counters: ReturnType<Balancer['shim']['counters']>;
+  flows?: ReturnType<NonNullable<Balancer['engine']>['flowCounts']>;
+  hosts: HostView[];
+}
+
+function takeScrape(lb: Balancer): Scrape {
+  const flows = lb.engine?.flowCounts();
+  return { counters: lb.shim.counters(), flows, hosts: hostViews(lb, flows?.byHostIp) };
+}
+
+function hostViews(lb: Balancer, counts: Map<string, { active: number; closing: number }> | undefined): HostView[] {
   return lb.currentHosts().map((h) => {
     const st = lb.health?.state(h.name);
     const c = counts?.get(h.ip);
@@ -182,8 +199,7 @@ function hostViews(lb: Balancer): HostView[] {
   });
 }
 
-function forEachCounter(lb: Balancer, fn: (lcore: string, name: string, v: number) => void): void {
-  const c = lb.shim.counters();
+function forEachCounter(c: Scrape['counters'], fn: (lcore: string, name: string, v: number) => void): void {
   c.workers.forEach((row, i) => { for (const [k, v] of Object.entries(row)) fn(`worker${i}`, k, Number(v)); });
   for (const [k, v] of Object.entries(c.control)) fn('control', k, Number(v));
 }

@@ -1,9 +1,7 @@
-import fs from 'node:fs';
 import net from 'node:net';
 import { FormatRegistry, Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import YAML from 'yaml';
-import { ConfigError, type ConfigProblem } from '../controller/config';
+import { ConfigError, readConfigDocument, type ConfigProblem } from '../controller/config';
 import { ClusterKeySchema } from '../controller/config-schema';
 
 if (!FormatRegistry.Has('ipv4')) FormatRegistry.Set('ipv4', (v) => net.isIPv4(v));
@@ -67,20 +65,5 @@ export function parseHostConfig(doc: unknown, file = '<config>'): HostConfig {
 }
 
 export function loadHostConfig(file: string): HostConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(file, [{ path: '/', message: `cannot read: ${(err as Error).message}` }]);
-  }
-  const doc = YAML.parseDocument(text);
-  if (doc.errors.length) throw new ConfigError(file, doc.errors.map((e) => ({ path: '/', message: `YAML: ${e.message}` })));
-  let value: unknown;
-  try {
-    value = doc.toJS();
-  } catch (err) {
-    // toJS() throws for an alias to an anchor never set ("*a") or one that expands too far.
-    throw new ConfigError(file, [{ path: '/', message: `YAML: ${(err as Error).message}` }]);
-  }
-  return parseHostConfig(value, file);
+  return parseHostConfig(readConfigDocument(file), file);
 }
