@@ -22,9 +22,15 @@ function say(line: string): void {
 /** Leftovers of a demo that was killed: removed before building anew. */
 function removeStale(): void {
   for (const ns of sh('ip', ['netns', 'list'], { allowFail: true }).split('\n').map((l) => l.split(' ')[0])) {
-    if (/^handoff-(lb|host1|host2)$/.test(ns)) sh('ip', ['netns', 'del', ns], { allowFail: true });
+    if (!/^handoff-(lb|host1|host2)$/.test(ns)) continue;
+    // Processes of a demo killed without its teardown keep the namespace (and its veth) alive.
+    for (const pid of sh('ip', ['netns', 'pids', ns], { allowFail: true }).split(/\s+/).filter(Boolean)) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    }
+    sh('ip', ['netns', 'del', ns], { allowFail: true });
   }
-  sh('ip', ['link', 'del', 'handoff-br'], { allowFail: true });
+  // The root ends of the veth pairs (Topology names them handoff<name>) and the bridge.
+  for (const link of ['handofflb', 'handoffhost1', 'handoffhost2', 'handoff-br']) sh('ip', ['link', 'del', link], { allowFail: true });
 }
 
 async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms: number, log: () => string): Promise<void> {
