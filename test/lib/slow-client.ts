@@ -41,7 +41,7 @@ function endless(s: EndlessSpec): Promise<object> {
     });
     sock.on('drain', pump);
     sock.on('data', (d) => { response += d.toString('latin1'); });
-    sock.on('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNRESET' ? 'reset' : 'error', err.code ?? err.message));
+    sock.on('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : 'error', err.code ?? err.message));
     sock.on('end', () => finish(response ? 'response' : 'eof', null));
     timer = setTimeout(() => finish(response ? 'response' : 'timeout', null), s.waitMs ?? 30_000);
   });
