@@ -92,11 +92,33 @@ if (!isRoot) {
   const host2 = HostProc.start(topo, h2, KEY_HEX, { name: 'host2', vips, balancers: [], filterTunnel: false });
   const hosts = [host1, host2];
 
+  // Every datagram the test sends to host2's blob port, counted, so a test
+  // can wait until the agent has taken in all earlier traffic before it reads
+  // its "before" counters: a slow agent (under ASan, on a loaded machine) may
+  // still be working through the previous case's datagrams when it returns.
+  // Only the test and the balancer's health checks (counted apart as pings)
+  // send to host2's blob port (its pool gets no connections).
+  let sentToHost2 = 0;
   const forge = async (to: { ip: string; port: number }, cases: ForgeCase[]) => {
     const r = await runNodeIn<{ results?: ForgeResult[]; fatal?: string }>(client.ns, FORGE, { to, cases }, { timeoutMs: 120_000 });
     if (r.fatal) throw new Error(r.fatal);
+    for (const x of r.results!) {
+      const dest = cases.find((c) => c.name === x.name)?.to ?? to;
+      if (dest.ip === h2.ip && dest.port === 4791) sentToHost2 += x.sent;
+    }
     const by = new Map(r.results!.map((x) => [x.name, x]));
     return (name: string) => by.get(name)!;
+  };
+  /** host2's non-PING datagrams: only what the test sent moves it. */
+  const taken = (s: { datagrams: number; pings: number }) => s.datagrams - s.pings;
+  /**
+   * host2's counters once it has taken in every datagram sent to it so far
+   * (waits for that, up to 30 s; a shortfall then shows in the assertions).
+   */
+  const settledHost2 = async () => {
+    let s = await host2.stats();
+    await waitForAsync(async () => taken(s = await host2.stats()) >= sentToHost2, 30_000, 50);
+    return s;
   };
   const finals = (r: ForgeResult) => r.replies.filter((x) => x.type === 'final' || x.type === 'error');
 
@@ -129,7 +151,7 @@ if (!isRoot) {
     const v2 = encodeBlob(blob(41006), KEY);
     v2[0] = 2;
     const good = encodeBlob(blob(41007), KEY);
-    const before = await host2.stats();
+    const before = await settledHost2();
     const tcp0 = await tcpCounters(h2.ns);
     const get = await forge({ ip: h2.ip, port: 4791 }, [
       { name: 'bad-mac', datagrams: transfer(encodeBlob(blob(41001), crypto.randomBytes(32))), expect: 1 },
@@ -151,7 +173,7 @@ if (!isRoot) {
     for (const [name, status] of expect) {
       t.same(finals(get(name)).map((x) => x.statusName), [statusName(status)], `${name}: FINAL ${statusName(status)}`);
     }
-    const s = await host2.stats();
+    const s = await settledHost2();
     const d = (k: keyof typeof s) => (s[k] as number) - (before[k] as number);
     t.equal(d('blobs'), expect.length, `${expect.length} blobs reassembled and judged`);
     t.same({ mac: d('refusedMac'), vip: d('refusedVip'), replay: d('refusedReplay'), stale: d('refusedStale'), schema: d('refusedSchema') },
@@ -165,7 +187,7 @@ if (!isRoot) {
   });
 
   t.test('malformed datagrams and absurd fragments: dropped unanswered, counted, never used', async (t) => {
-    const before = await host2.stats();
+    const before = await settledHost2();
     const cases: ForgeCase[] = [
       { name: 'count-65535', datagrams: [dataWith((d) => d.writeUInt16BE(65535, 22))] },
       { name: 'count-0', datagrams: [dataWith((d) => d.writeUInt16BE(0, 22))] },
@@ -184,10 +206,9 @@ if (!isRoot) {
     const get = await forge({ ip: h2.ip, port: 4791 }, cases);
     const sent = cases.reduce((n, c) => n + get(c.name).sent, 0);
     for (const c of cases) t.same(get(c.name).replies, [], `${c.name}: no answer`);
-    const s = await host2.stats();
-    // The balancer's health checks (PINGs) arrive meanwhile: count them out.
-    const pings = (x: object) => (x as { pings?: number }).pings ?? 0;
-    t.equal((s.datagrams - pings(s)) - (before.datagrams - pings(before)), sent, `the agent received all ${sent} datagrams`);
+    const s = await settledHost2();
+    // The balancer's health checks (PINGs) arrive meanwhile: taken() counts them out.
+    t.equal(taken(s) - taken(before), sent, `the agent received all ${sent} datagrams`);
     t.equal(s.datagramsDropped - before.datagramsDropped, sent, 'and counted every one as dropped');
     t.equal(s.blobs - before.blobs, 0, 'none made a blob');
     t.equal(s.injected - before.injected, 0, 'nothing injected');
@@ -204,8 +225,9 @@ if (!isRoot) {
     const firsts = Array.from({ length: N }, () => b64(encodeData({ session: SESSION, blobId: nextBlobId++, index: 0, count,
       totalLength: total, fragmentSize: DEFAULT_FRAGMENT_SIZE, payload: crypto.randomBytes(DEFAULT_FRAGMENT_SIZE) })));
     const rss0 = host2.rss();
-    const before = await host2.stats();
-    const get = await forge({ ip: h2.ip, port: 4791 }, [{ name: 'partials', datagrams: firsts, waitMs: 1500 }]);
+    const before = await settledHost2();
+    // Each first fragment is answered (ACK or ERROR BUSY): wait for all N answers, not a fixed time.
+    const get = await forge({ ip: h2.ip, port: 4791 }, [{ name: 'partials', datagrams: firsts, replies: N, waitMs: 30_000 }]);
     const rss1 = host2.rss();
     const r = get('partials');
     const acks = r.replies.filter((x) => x.type === 'ack').length;
@@ -218,7 +240,7 @@ if (!isRoot) {
     await new Promise((res) => setTimeout(res, 2500));
     const get2 = await forge({ ip: h2.ip, port: 4791 }, [{ name: 'after', datagrams: [dataWith(() => {})] }]);
     t.ok(get2('after').replies.some((x) => x.type === 'ack'), 'after expiry a new transfer is admitted (ACKed)');
-    const s = await host2.stats();
+    const s = await settledHost2();
     t.equal(s.blobs - before.blobs, 0, 'no blob completed');
     t.equal(s.injected - before.injected, 0, 'nothing injected');
     await new Promise((res) => setTimeout(res, 2500)); // let the last partial expire
@@ -232,7 +254,9 @@ if (!isRoot) {
       { name: 'genuine-from-client', datagrams: transfer(encodeBlob(makeBlob({ clientIp: client.ip, clientPort: 41100, vip: VIP, vipPort: 80 }), KEY)), waitMs: 500 },
     ]);
     t.same(get('genuine-from-client').replies, [], 'no answer at all');
-    const s = await host1.stats();
+    // Refused datagrams get no answer, so wait until the agent has counted them all (it may lag the sender).
+    let s = await host1.stats();
+    await waitForAsync(async () => (s = await host1.stats()).refusedSender - before.refusedSender >= get('genuine-from-client').sent, 30_000, 50);
     t.equal(s.refusedSender - before.refusedSender, get('genuine-from-client').sent, 'counted as refusedSender');
     t.equal(s.injected - before.injected, 0, 'nothing injected, though its MAC was right');
   });

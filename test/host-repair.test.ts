@@ -33,6 +33,7 @@ import {
 } from '../src/host/libc';
 import { ConnectionBlob, ReplayWindow, decodeBlob, encodeBlob } from '../src/transfer/blob';
 import { sh } from './lib/netns';
+import { writeStdin } from './lib/procs';
 
 const isRoot = process.getuid?.() === 0;
 const A_IP = '198.18.5.1';
@@ -259,7 +260,7 @@ class Client {
     });
   }
   send(m: object): void {
-    this.proc.stdin!.write(JSON.stringify(m) + '\n');
+    writeStdin(this.proc, JSON.stringify(m) + '\n', false);
   }
   wait(ev: string, id: number, ms = 10000): Promise<ClientEvent | undefined> {
     const seen = this.events.find((e) => e.ev === ev && e.id === id);

@@ -14,7 +14,7 @@ import YAML from 'yaml';
 import { fetchControl, fetchStatus } from '../src/controller/control';
 import { isRoot, sleep, waitFor } from './lib/harness';
 import { Topology } from './lib/netns';
-import { LoggedProc, runIn, waitForAsync } from './lib/procs';
+import { LoggedProc, runIn, waitForAsync, writeStdin } from './lib/procs';
 
 const VIP = '198.18.0.100';
 const LB_IP = '198.18.0.2';
@@ -241,11 +241,11 @@ if (!isRoot) {
     return {
       async send(p: string): Promise<any> {
         const n = answers.length;
-        ka.stdin.write(`${p}\n`);
+        writeStdin(ka, `${p}\n`, false);
         await waitFor(() => answers.length > n, 5000, 10);
         return answers[n];
       },
-      close: () => new Promise<void>((resolve) => { ka.on('close', () => resolve()); ka.stdin.end(); }),
+      close: () => new Promise<void>((resolve) => { ka.on('close', () => resolve()); writeStdin(ka, ''); }),
     };
   };
 

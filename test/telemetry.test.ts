@@ -9,6 +9,7 @@ import { ABI_VERSION, FlowState, PacketBurst } from '../src/offload';
 import { buildArpRequest, buildTcp, parseFrame, TCP_ACK, TCP_PSH, TCP_SYN } from '../src/net';
 import { parseBalancerConfig, ealArgs } from '../src/controller/config';
 import { startShim, waitFor, TEST_EAL } from './lib/harness';
+import { writeStdin } from './lib/procs';
 import { CLIENT, HOST1, LB, VIP } from './lib/topology';
 
 // Telemetry on (TEST_EAL turns it off), under a prefix of our own so the
@@ -56,7 +57,7 @@ function query(...cmds: string[]): Promise<Reply[]> {
         reject(e);
       }
     });
-    child.stdin.end(cmds.join('\n') + '\n');
+    writeStdin(child, cmds.join('\n') + '\n');
   });
 }
 

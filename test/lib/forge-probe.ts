@@ -4,8 +4,8 @@
 //   ip netns exec NS node dist/test/lib/forge-probe.js < spec.json   (a ForgeSpec)
 //
 // Cases run one after another from one socket. A case waits until `expect`
-// FINAL/ERROR answers came (or waitMs passed; default 3000 ms with an
-// expectation, 300 ms without). Prints one JSON line:
+// FINAL/ERROR answers came, or `replies` answers of any kind (or waitMs
+// passed; default 3000 ms with an expectation, 300 ms without). Prints one JSON line:
 // { results: [{ name, sent, replies: [{ type, status, statusName, blobId } | { error }] }] }.
 import dgram from 'node:dgram';
 import { decodeDatagram, isDatagramError, statusName } from '../../src/transfer';
@@ -18,6 +18,8 @@ export interface ForgeCase {
   to?: { ip: string; port: number };
   /** FINAL or ERROR answers to wait for. Default 0. */
   expect?: number;
+  /** Answers of any kind (ACK, FINAL, ERROR) to wait for. Default 0. */
+  replies?: number;
   waitMs?: number;
 }
 
@@ -55,10 +57,12 @@ async function main(): Promise<void> {
       await new Promise<void>((r) => sock.send(Buffer.from(b64, 'base64'), to.port, to.ip, (err) => { if (!err) sent++; r(); }));
     }
     const expect = c.expect ?? 0;
+    const replies = c.replies ?? 0;
     const answers = () => current.filter((x) => x.type === 'final' || x.type === 'error').length;
+    const done = () => (expect > 0 && answers() >= expect) || (replies > 0 && current.length >= replies);
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, c.waitMs ?? (expect ? 3000 : 300));
-      wake = () => { if (expect && answers() >= expect) { clearTimeout(timer); resolve(); } };
+      const timer = setTimeout(resolve, c.waitMs ?? (expect || replies ? 3000 : 300));
+      wake = () => { if (done()) { clearTimeout(timer); resolve(); } };
       wake();
     });
     results.push({ name: c.name, sent, replies: current });

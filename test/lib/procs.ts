@@ -16,11 +16,13 @@ export function runIn(ns: string, cmd: string, args: string[],
   o: { input?: string; timeoutMs?: number; stopAfterMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const envArgs = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
-    const child = spawn('ip', ['netns', 'exec', ns, 'env', ...envArgs, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // No input: stdin is /dev/null, so there is no pipe for a quick child to break.
+    const child = spawn('ip', ['netns', 'exec', ns, 'env', ...envArgs, cmd, ...args],
+      { stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d; });
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => { err += d; });
     const timers = [setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000)];
     if (o.stopAfterMs !== undefined) {
       timers.push(setTimeout(() => child.kill('SIGINT'), o.stopAfterMs));
@@ -31,7 +33,33 @@ export function runIn(ns: string, cmd: string, args: string[],
       for (const x of timers) clearTimeout(x);
       resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
     });
-    child.stdin.end(o.input ?? '');
+    if (o.input !== undefined) writeStdin(child, o.input);
+  });
+}
+
+/**
+ * Write `input` to a child's stdin and close it. A child may exit (or close
+ * its stdin) before reading all of it: the write then fails with EPIPE, which
+ * is not an error of the test's (the child's exit code and output say what
+ * happened), so it is swallowed here instead of becoming an uncaught
+ * exception. Any other error still throws.
+ */
+export function writeStdin(child: ChildProcess, input: string | Buffer, end = true): void {
+  const stdin = child.stdin;
+  if (!stdin) throw new Error('writeStdin: the child has no stdin pipe');
+  guardStdin(child);
+  if (stdin.destroyed || stdin.writableEnded) return;
+  if (end) stdin.end(input);
+  else stdin.write(input);
+}
+
+const guarded = new WeakSet<ChildProcess>();
+/** Attach the EPIPE guard to a child's stdin once (see writeStdin). */
+export function guardStdin(child: ChildProcess): void {
+  if (!child.stdin || guarded.has(child)) return;
+  guarded.add(child);
+  child.stdin.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED' && err.code !== 'ECONNRESET') throw err;
   });
 }
 
