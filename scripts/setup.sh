@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential pkg-config libdpdk-dev dpdk dpdk-dev libpcap-dev
   iproute2 nftables curl ethtool openssl wrk
-  haproxy hping3 clang libclang-rt-14-dev llvm
+  haproxy hping3 clang libclang-rt-14-dev llvm libbpf-dev
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -56,4 +56,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 make -s -C native/dpdk-shim
+make -s -C native/host-agent
 npx --no-install tsc -p .

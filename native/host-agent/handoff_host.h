@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT
+ * libhandoff_host: the host agent's per-connection work in native code
+ * (design.md §5): TCP_REPAIR injection of a handed-off connection in one
+ * call, and the tunnel check as a tc BPF classifier with a hash map of live
+ * flows. Loaded by the agent with koffi (src/host/native.ts).
+ *
+ * Every function returns >= 0 on success or -errno, and leaves a sentence in
+ * hh_last_error() (thread-local) on failure. Nothing here exits or aborts.
+ */
+#ifndef HANDOFF_HOST_H
+#define HANDOFF_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hh_tunnel_key.h"
+
+/** Bumped on any change to a struct below or to a function's signature. */
+#define HH_ABI_VERSION 1
+
+/** Inject flags (hh_conn.flags). */
+enum hh_inject_flag {
+	HH_INJECT_TRANSPARENT = 1 << 0,     /**< IP_TRANSPARENT instead of IP_FREEBIND */
+	HH_INJECT_NO_WINDOW_PROBE = 1 << 1, /**< leave repair with TCP_REPAIR_OFF_NO_WP */
+	HH_INJECT_REUSEADDR = 1 << 2,       /**< SO_REUSEADDR on the finished socket */
+	HH_INJECT_REUSEPORT = 1 << 3,       /**< SO_REUSEPORT on the finished socket */
+};
+
+/**
+ * The state of a connection to inject: the blob's fields, already checked
+ * by the caller (VIP served, rcv_nxt = irs + 1 + data length,
+ * snd_nxt = iss + 1). Addresses and ports in network order; everything else
+ * host order.
+ */
+struct hh_conn {
+	uint32_t client_ip;
+	uint32_t vip;
+	uint16_t client_port;
+	uint16_t vip_port;
+	uint32_t iss;
+	uint32_t irs;
+	uint32_t snd_nxt;
+	uint32_t rcv_nxt;
+	uint32_t snd_wnd;
+	uint32_t rcv_wnd;
+	uint32_t ts_value; /**< TCP_TIMESTAMP value to set (even; see src/host/repair.ts), if ts_ok */
+	uint16_t mss;
+	uint8_t snd_wscale;
+	uint8_t rcv_wscale;
+	uint8_t sack_ok;
+	uint8_t ts_ok;
+	uint8_t flags; /**< enum hh_inject_flag */
+	uint8_t reserved;
+};
+
+/** Which step of the injection failed (hh_inject_failed_step). */
+enum hh_inject_step {
+	HH_STEP_NONE = 0,
+	HH_STEP_SOCKET,
+	HH_STEP_SETSOCKOPT,
+	HH_STEP_BIND,
+	HH_STEP_CONNECT,
+	HH_STEP_QUEUE,
+};
+
+uint32_t hh_abi_version(void);
+/** Sizes and offsets of the structs above as JSON (like hs_abi_layout). @return bytes written, -ENOSPC if @p len is short. */
+int hh_abi_layout(char *buf, size_t len);
+const char *hh_last_error(void);
+
+#endif

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT
+ * ABI probes: the size and field offsets of every struct in handoff_host.h,
+ * as JSON, so the koffi declarations can be checked against the compiler.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "handoff_host.h"
+
+struct out {
+	char *buf;
+	size_t len;
+	size_t used;
+};
+
+static void put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	char *dst = o->used < o->len ? o->buf + o->used : NULL;
+	size_t room = o->used < o->len ? o->len - o->used : 0;
+	va_start(ap, fmt);
+	int n = vsnprintf(dst, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		o->used += (size_t)n;
+}
+
+#define STRUCT(o, first, T, FIELDS)                                                  \
+	do {                                                                         \
+		typedef struct T S_;                                                 \
+		put(o, "%s\"" #T "\":{\"size\":%zu,\"fields\":{", first ? "" : ",", \
+		    sizeof(S_));                                                     \
+		int f_ = 0;                                                          \
+		FIELDS                                                               \
+		put(o, "}}");                                                        \
+	} while (0)
+#define F(name) put(o_, "%s\"" #name "\":%zu", f_++ ? "," : "", offsetof(S_, name));
+
+int hh_abi_layout(char *buf, size_t len)
+{
+	struct out o = { buf, len, 0 }, *o_ = &o;
+
+	put(&o, "{\"version\":%u,\"constants\":{\"HH_TUNNEL_MAX_FLOWS\":%u,\"HH_TUNNEL_MAX_BALANCERS\":%u,\"HH_TC_COUNT\":%u},\"structs\":{",
+	    HH_ABI_VERSION, HH_TUNNEL_MAX_FLOWS, HH_TUNNEL_MAX_BALANCERS, HH_TC_COUNT);
+	STRUCT(o_, 1, hh_conn,
+	       F(client_ip) F(vip) F(client_port) F(vip_port) F(iss) F(irs) F(snd_nxt) F(rcv_nxt) F(snd_wnd)
+		       F(rcv_wnd) F(ts_value) F(mss) F(snd_wscale) F(rcv_wscale) F(sack_ok) F(ts_ok) F(flags)
+			       F(reserved));
+	STRUCT(o_, 0, hh_flow_key, F(vni) F(client_ip) F(vip) F(client_port) F(vip_port));
+	put(&o, "}}");
+	if (buf && o.used >= len)
+		return -ENOSPC;
+	return (int)o.used;
+}
