@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HS_ABI_VERSION 2
+#define HS_ABI_VERSION 3
 
 #define HS_MAX_PORTS 8
 #define HS_MAX_WORKERS 16
@@ -287,6 +287,25 @@ int hs_exc_wait(uint32_t timeout_ms);
 
 /** Wake a blocked hs_exc_wait (shutdown). @return 0 or -ENOTCONN. */
 int hs_exc_wake(void);
+
+/**
+ * A descriptor that becomes readable when a parked control thread should
+ * look at the exception ring: a duplicate of the read end of the shim's
+ * wake-up pipe, owned (and closed) by the caller. Node watches it in its
+ * event loop (a net.Socket on the pipe), so waking costs one write by the
+ * worker and no thread-pool round trip. Bytes read from it mean nothing.
+ * @return the descriptor, -ENOTCONN, or -errno of the dup.
+ */
+int hs_exc_notify_fd(void);
+
+/**
+ * Park without blocking: announce that the control thread is about to sleep
+ * in its own event loop, so the next exception makes a worker write to the
+ * wake-up pipe (hs_exc_notify_fd). Returns 1 instead, and parks nothing,
+ * when exceptions are already waiting: the caller takes them first.
+ * @return 0 parked, 1 packets waiting, -ENOTCONN.
+ */
+int hs_exc_arm(void);
 
 /**
  * Freeze an accepted connection for handoff: its worker answers with an

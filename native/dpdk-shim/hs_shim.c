@@ -2,6 +2,9 @@
  * Lifecycle and the control-thread API: EAL and port set-up, exception and
  * TX bursts, ring ports, counters. Runs on the Node thread (EAL main lcore).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pipe2 */
+#endif
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +13,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <unistd.h>
-#include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/random.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -257,8 +260,10 @@ static void teardown(void)
 		rte_ring_free(p->ctl_tx);
 	}
 	rte_ring_free(hs.exc);
-	if (hs.exc_efd > 0)
-		close(hs.exc_efd);
+	for (int i = 0; i < 2; i++)
+		if (hs.exc_pipe[i] > 0)
+			close(hs.exc_pipe[i]);
+	hs.exc_pipe[0] = hs.exc_pipe[1] = -1;
 	hs_mapping_teardown();
 	rte_free(hs.workers);
 	rte_free(hs.stats);
@@ -312,9 +317,11 @@ int hs_init(int argc, const char *const *argv, const struct hs_config *cfg)
 	}
 	memcpy(hs.cookie.cur, hs.cfg.cookie_secret, 16);
 	memcpy(hs.cookie.prev, hs.cfg.cookie_secret, 16);
-	hs.exc_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (hs.exc_efd < 0) {
-		rc = hs_fail(-errno, "eventfd: %s", strerror(errno));
+	/* A pipe rather than an eventfd: libuv can watch a pipe (Node's event
+	 * loop then wakes the control thread with no thread-pool round trip). */
+	if (pipe2(hs.exc_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+		hs.exc_pipe[0] = hs.exc_pipe[1] = -1;
+		rc = hs_fail(-errno, "pipe2: %s", strerror(errno));
 		goto fail;
 	}
 	/* Each mbuf's private area carries its connection event up to TypeScript. */
@@ -597,13 +604,14 @@ int hs_exc_wait(uint32_t timeout_ms)
 		__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
 		return 1;
 	}
-	struct pollfd pfd = { .fd = hs.exc_efd, .events = POLLIN };
+	struct pollfd pfd = { .fd = hs.exc_pipe[0], .events = POLLIN };
 	int rc = poll(&pfd, 1, (int)timeout_ms);
 	__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
 	if (rc < 0)
 		return hs_fail(-errno, "poll: %s", strerror(errno));
-	uint64_t v;
-	(void)!read(hs.exc_efd, &v, sizeof(v));
+	uint8_t drain[64];
+	while (read(hs.exc_pipe[0], drain, sizeof(drain)) > 0)
+		;
 	return rte_ring_count(hs.exc) ? 1 : 0;
 }
 
@@ -611,8 +619,39 @@ int hs_exc_wake(void)
 {
 	if (!hs.running)
 		return hs_fail(-ENOTCONN, "shim not running");
-	uint64_t one = 1;
-	(void)!write(hs.exc_efd, &one, sizeof(one));
+	hs_exc_signal();
+	return 0;
+}
+
+void hs_exc_signal(void)
+{
+	const uint8_t one = 1;
+	/* EAGAIN: the pipe is full of earlier wake-ups, which wake the reader as well. */
+	(void)!write(hs.exc_pipe[1], &one, 1);
+}
+
+int hs_exc_notify_fd(void)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	int fd = fcntl(hs.exc_pipe[0], F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return hs_fail(-errno, "dup of the exception pipe: %s", strerror(errno));
+	return fd;
+}
+
+int hs_exc_arm(void)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (rte_ring_count(hs.exc))
+		return 1;
+	__atomic_store_n(&hs.exc_waiting, 1, __ATOMIC_SEQ_CST);
+	/* Re-check after announcing ourselves: a worker that enqueued in between saw no waiter. */
+	if (rte_ring_count(hs.exc)) {
+		__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
+		return 1;
+	}
 	return 0;
 }
 

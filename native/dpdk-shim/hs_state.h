@@ -156,7 +156,7 @@ struct hs_shim {
 	struct hs_encap_tmpl *hosts[HS_MAX_HOSTS];
 	struct hs_host_conf host_conf[HS_MAX_HOSTS]; /* as last set, for telemetry: templates may be freed under a reader */
 	struct rte_ring *exc;
-	int exc_efd;            /* eventfd: wakes a parked hs_exc_wait */
+	int exc_pipe[2];        /* pipe: a byte wakes a parked waiter (hs_exc_wait, or Node's event loop on a dup of [0]) */
 	volatile uint32_t exc_waiting;
 
 	struct hs_fault fault;

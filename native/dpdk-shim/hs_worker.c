@@ -220,13 +220,10 @@ void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16
 		return drop(w, m, HS_D_EXC_RING_FULL);
 	if (reason != HS_EXC_CONN)
 		count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : HS_C_EXC_LOCAL);
-	/* A syscall only when the control thread is parked in hs_exc_wait. */
+	/* A syscall only when the control thread is parked (hs_exc_wait or hs_exc_arm). */
 	if (unlikely(__atomic_load_n(&hs.exc_waiting, __ATOMIC_SEQ_CST)) &&
-	    __atomic_exchange_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST)) {
-		uint64_t one = 1;
-		/* Cannot fail on a valid eventfd short of overflow, which a read clears. */
-		(void)!write(hs.exc_efd, &one, sizeof(one));
-	}
+	    __atomic_exchange_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST))
+		hs_exc_signal();
 }
 
 /* The VIP service a packet is for: 1 served, 0 the address is a VIP but not

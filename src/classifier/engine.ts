@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import net from 'node:net';
 import { buildTcp, buildUdp, ipv4ToString, macToString, TCP_ACK, TCP_RST } from '../net';
 import { ConnEventType as EV, ExceptionReason, FlowState, PacketBurst, Shim, ShimError } from '../offload';
 import type { FlowKey } from '../offload';
@@ -44,10 +44,11 @@ export interface HandoffEngineOptions {
   /** How long a released flow ID stays unused. Default 60000. */
   flowIdQuarantineMs?: number;
   /**
-   * Keep polling this long after the last event before parking on the
-   * eventfd: a handoff's next event (FROZEN, the host's answer) usually comes
-   * within it, and each park costs a thread-pool round trip. 0 parks at once.
-   * Default 200.
+   * Keep polling this long after the last event before parking. Parking is
+   * cheap (the shim's wake-up pipe is watched by the event loop itself, so a
+   * wake is one write by the worker and no thread-pool round trip), and on
+   * shared cores every spin is CPU taken from hosts and clients, so the
+   * default is 0: park as soon as the exception ring is empty.
    */
   spinUs?: number;
   /** A mapping in CLOSING (FIN or RST seen) is removed after this. Default 10000. */
@@ -225,6 +226,8 @@ export class HandoffEngine {
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly spinMs: number;
+  /** Schedules a pass of run()'s loop (stop() uses it). */
+  private wakeRun?: () => void;
   private readonly onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
   private readonly onHandoffLatency?: (us: number) => void;
 
@@ -246,7 +249,7 @@ export class HandoffEngine {
     this.flowIds = new FlowIdAllocator({ quarantineMs: o.flowIdQuarantineMs });
     this.closingTimeoutMs = o.closingTimeoutMs ?? 10_000;
     this.idleTimeoutMs = o.idleTimeoutMs ?? 300_000;
-    this.spinMs = (o.spinUs ?? 200) / 1000;
+    this.spinMs = (o.spinUs ?? 0) / 1000;
     const info = this.shim.portInfo(this.shimPort);
     this.lbIp = info.ip;
     this.lbMac = info.mac;
@@ -325,25 +328,67 @@ export class HandoffEngine {
     return this.conns.size + n;
   }
 
-  /** Run until stop(). Polls while busy and for spinUs after; then sleeps on the shim's eventfd. */
-  async run(): Promise<void> {
+  /**
+   * Run until stop(). Takes events while the exception ring has them
+   * (yielding to the event loop between passes), then parks: arms the
+   * shim's wake-up pipe and returns to the event loop, which wakes it when a
+   * worker writes to the pipe or at the sender's next deadline (at most
+   * 20 ms, for the timeout scans). No thread is blocked and nothing spins
+   * while idle (unless spinUs asks for it).
+   */
+  run(): Promise<void> {
     this.running = true;
-    let lastWork = performance.now();
-    while (this.running) {
-      const now = performance.now();
-      if (this.step() > 0) lastWork = now;
-      if (!this.running) break;
-      const due = this.sender.nextDeadline();
-      const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
-      // setImmediate still lets I/O and timers run between passes.
-      if (wait < 1 || now - lastWork < this.spinMs) await yieldToLoop();
-      else await this.shim.waitExceptions(Math.floor(wait));
-    }
+    const pipe = new net.Socket({ fd: this.shim.exceptionNotifyFd(), readable: true, writable: false });
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      let immediate: NodeJS.Immediate | undefined;
+      let lastWork = performance.now();
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        if (timer) clearTimeout(timer);
+        if (immediate) clearImmediate(immediate);
+        this.wakeRun = undefined;
+        pipe.destroy();
+        resolve();
+      };
+      const pump = () => {
+        immediate = undefined;
+        if (timer) {
+          clearTimeout(timer);
+          timer = undefined;
+        }
+        if (!this.running) return finish();
+        const now = performance.now();
+        if (this.step() > 0) lastWork = now;
+        if (!this.running) return finish();
+        const due = this.sender.nextDeadline();
+        const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
+        // Busy (or asked to spin, or a timer overdue): another pass after I/O and timers had their turn.
+        if (wait <= 0 || performance.now() - lastWork < this.spinMs || !this.shim.armExceptions()) {
+          immediate = setImmediate(pump);
+          return;
+        }
+        timer = setTimeout(pump, Math.max(1, Math.ceil(wait)));
+      };
+      const wake = () => {
+        if (!immediate && !done) pump();
+      };
+      this.wakeRun = () => {
+        if (!immediate && !done) immediate = setImmediate(pump);
+      };
+      // Bytes on the pipe mean only "look at the ring"; the data is discarded.
+      pipe.on('data', wake);
+      // The pipe cannot fail short of the shim closing it; keep going on timers alone if it does.
+      pipe.on('error', () => {});
+      pump();
+    });
   }
 
   stop(): void {
     this.running = false;
-    this.shim.wakeExceptions();
+    this.wakeRun?.();
   }
 
   /**

@@ -14,19 +14,21 @@ export interface NativeShim {
   hs_running(): number;
   hs_port_info(port: number, out: object): number;
   hs_host_set(id: number, host: object): number;
-  hs_mapping_insert(m: object): number;
+  hs_mapping_insert(m: Buffer): number;
   hs_mapping_insert_bulk(m: Buffer, n: number): number;
-  hs_mapping_set_state(key: object, state: number): number;
-  hs_mapping_delete(key: object): number;
-  hs_mapping_lookup(key: object, out: object): number;
+  hs_mapping_set_state(key: Buffer, state: number): number;
+  hs_mapping_delete(key: Buffer): number;
+  hs_mapping_lookup(key: Buffer, out: Buffer): number;
   hs_mapping_count(): number;
   hs_exc_burst(buf: Buffer, bufLen: number, meta: Buffer, events: Buffer | null, max: number): number;
   hs_exc_wait: ((timeoutMs: number) => number) & { async: (timeoutMs: number, cb: (err: unknown, rc: number) => void) => void };
   hs_exc_wake(): number;
+  hs_exc_notify_fd(): number;
+  hs_exc_arm(): number;
   hs_conn_handoff(worker: number, connId: number, gen: number): number;
   hs_conn_reset(worker: number, connId: number, gen: number): number;
   hs_cookie_rotate(secret: Buffer): number;
-  hs_mapping_set_host(key: object, hostId: number): number;
+  hs_mapping_set_host(key: Buffer, hostId: number): number;
   hs_clock_override(ms: number): number;
   hs_fault_set(f: object): number;
   hs_tx_burst(buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
@@ -48,20 +50,23 @@ const PROTOTYPES = [
   'int hs_running()',
   'int hs_port_info(uint32_t port, _Out_ hs_port_info *out)',
   'int hs_host_set(uint32_t id, const hs_host_conf *host)',
-  'int hs_mapping_insert(const hs_mapping *m)',
+  // struct hs_mapping as raw bytes (src/offload/shim.ts writes them by the koffi layout): no object per call.
+  'int hs_mapping_insert(const void *m)',
   'int hs_mapping_insert_bulk(const void *m, uint32_t n)',
-  'int hs_mapping_set_state(const hs_mapping *key, uint32_t state)',
-  'int hs_mapping_delete(const hs_mapping *key)',
-  'int hs_mapping_lookup(const hs_mapping *key, _Out_ hs_mapping *out)',
+  'int hs_mapping_set_state(const void *key, uint32_t state)',
+  'int hs_mapping_delete(const void *key)',
+  'int hs_mapping_lookup(const void *key, void *out)',
   'int hs_mapping_count()',
   // Burst buffers are passed as raw pointers to their memory: no copies.
   'int hs_exc_burst(void *buf, uint32_t buf_len, void *meta, void *events, uint32_t max)',
   'int hs_exc_wait(uint32_t timeout_ms)',
   'int hs_exc_wake()',
+  'int hs_exc_notify_fd()',
+  'int hs_exc_arm()',
   'int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_cookie_rotate(const void *secret)',
-  'int hs_mapping_set_host(const hs_mapping *key, uint32_t host_id)',
+  'int hs_mapping_set_host(const void *key, uint32_t host_id)',
   'int hs_clock_override(uint64_t ms)',
   'int hs_fault_set(const hs_fault *f)',
   'int hs_tx_burst(const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',

@@ -125,7 +125,7 @@ export interface Counters {
 const PROTO = { tcp: 6, udp: 17 } as const;
 const MAPPING_SIZE = koffi.sizeof(Mapping);
 const MOFF = Object.fromEntries(
-  ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id']
+  ['client_ip', 'vip', 'client_port', 'vip_port', 'proto', 'state', 'host_id', 'flow_id', 'packets', 'bytes']
     .map((k) => [k, koffi.offsetof(Mapping, k)]),
 ) as Record<string, number>;
 
@@ -171,6 +171,50 @@ function keyStruct(op: string, k: FlowKey): Record<string, number | bigint> {
 }
 
 /**
+ * One struct hs_mapping in raw bytes, reused by every single-mapping call
+ * (the control thread is the only caller): the fields are validated and
+ * written by the koffi layout, so a call marshals no object and no BigInt.
+ */
+class MappingBuffer {
+  readonly buf = Buffer.alloc(MAPPING_SIZE);
+  readonly out = Buffer.alloc(MAPPING_SIZE);
+  private readonly dv = new DataView(this.buf.buffer, this.buf.byteOffset, MAPPING_SIZE);
+  private readonly odv = new DataView(this.out.buffer, this.out.byteOffset, MAPPING_SIZE);
+
+  key(op: string, k: FlowKey): Buffer {
+    const dv = this.dv;
+    this.buf.fill(0);
+    dv.setUint32(MOFF.client_ip, addr(op, 'clientIp', k.clientIp), true);
+    dv.setUint32(MOFF.vip, addr(op, 'vip', k.vip), true);
+    dv.setUint16(MOFF.client_port, checkInt(op, 'clientPort', k.clientPort, 0, 65535), true);
+    dv.setUint16(MOFF.vip_port, checkInt(op, 'vipPort', k.vipPort, 1, 65535), true);
+    const proto = k.proto === undefined || k.proto === 'tcp' ? 6 : PROTO[k.proto];
+    if (proto === undefined) throw invalid(op, `proto must be tcp or udp, got ${k.proto}`);
+    dv.setUint8(MOFF.proto, proto);
+    return this.buf;
+  }
+
+  mapping(op: string, m: MappingRecord): Buffer {
+    this.key(op, m);
+    this.dv.setUint16(MOFF.host_id, checkInt(op, 'hostId', m.hostId, 0, MAX_HOSTS - 1), true);
+    this.dv.setUint32(MOFF.flow_id, checkInt(op, 'flowId', m.flowId, 0, 0xffffff), true);
+    this.dv.setUint8(MOFF.state, m.state);
+    return this.buf;
+  }
+
+  /** The lookup's answer (in `out`). */
+  outField(f: 'state' | 'host_id' | 'flow_id'): number {
+    if (f === 'state') return this.odv.getUint8(MOFF.state);
+    if (f === 'host_id') return this.odv.getUint16(MOFF.host_id, true);
+    return this.odv.getUint32(MOFF.flow_id, true);
+  }
+
+  outCounter(f: 'packets' | 'bytes'): bigint {
+    return this.odv.getBigUint64(MOFF[f], true);
+  }
+}
+
+/**
  * The DPDK forwarder, loaded in this process. One per process: EAL can be
  * initialised once.
  */
@@ -179,6 +223,7 @@ export class Shim {
   private readonly native: NativeShim;
   private names: string[] = [];
   private statsBuf?: BigUint64Array;
+  private readonly mb = new MappingBuffer();
   private started = false;
 
   constructor(options: ShimOptions) {
@@ -319,7 +364,7 @@ export class Shim {
   /** @throws ShimError EEXIST, ENOSPC, EINVAL */
   insertMapping(m: MappingRecord): void {
     this.requireRunning('insertMapping');
-    this.check('insertMapping', this.native.hs_mapping_insert(this.mappingStruct('insertMapping', m)));
+    this.check('insertMapping', this.native.hs_mapping_insert(this.mb.mapping('insertMapping', m)));
   }
 
   /**
@@ -366,26 +411,26 @@ export class Shim {
   setState(key: FlowKey, state: FlowState): void {
     this.requireRunning('setState');
     if (!Object.values(FlowState).includes(state)) throw invalid('setState', `unknown state ${state}`);
-    this.check('setState', this.native.hs_mapping_set_state(keyStruct('setState', key), state));
+    this.check('setState', this.native.hs_mapping_set_state(this.mb.key('setState', key), state));
   }
 
   /** @throws ShimError ENOENT */
   deleteMapping(key: FlowKey): void {
     this.requireRunning('deleteMapping');
-    this.check('deleteMapping', this.native.hs_mapping_delete(keyStruct('deleteMapping', key)));
+    this.check('deleteMapping', this.native.hs_mapping_delete(this.mb.key('deleteMapping', key)));
   }
 
   /** The mapping for `key`, or undefined. */
   lookupMapping(key: FlowKey): MappingInfo | undefined {
     this.requireRunning('lookupMapping');
-    const out: Record<string, any> = {};
-    const rc = this.native.hs_mapping_lookup(keyStruct('lookupMapping', key), out);
+    const rc = this.native.hs_mapping_lookup(this.mb.key('lookupMapping', key), this.mb.out);
     if (rc === -2) return undefined; // ENOENT
     this.check('lookupMapping', rc);
+    const mb = this.mb;
     return {
       clientIp: key.clientIp, clientPort: key.clientPort, vip: key.vip, vipPort: key.vipPort,
-      proto: key.proto ?? 'tcp', hostId: out.host_id, flowId: out.flow_id, state: out.state,
-      packets: BigInt(out.packets), bytes: BigInt(out.bytes),
+      proto: key.proto ?? 'tcp', hostId: mb.outField('host_id'), flowId: mb.outField('flow_id'), state: mb.outField('state') as FlowState,
+      packets: mb.outCounter('packets'), bytes: mb.outCounter('bytes'),
     };
   }
 
@@ -423,6 +468,27 @@ export class Shim {
     });
   }
 
+  /**
+   * A descriptor (a pipe's read end, owned by the caller) that becomes
+   * readable when armExceptions() was called and exceptions arrived since:
+   * watch it in the event loop instead of blocking a thread-pool thread.
+   * @throws ShimError ENOTCONN, or the dup's errno
+   */
+  exceptionNotifyFd(): number {
+    this.requireRunning('exceptionNotifyFd');
+    return this.check('exceptionNotifyFd', this.native.hs_exc_notify_fd());
+  }
+
+  /**
+   * Announce that the control thread goes idle: the next exception writes a
+   * byte to the exceptionNotifyFd() pipe. @returns false when exceptions are
+   * already waiting (nothing armed: take them first), true when armed.
+   */
+  armExceptions(): boolean {
+    this.requireRunning('armExceptions');
+    return this.check('armExceptions', this.native.hs_exc_arm()) === 0;
+  }
+
   /** Wake a pending waitExceptions() at once (shutdown). */
   wakeExceptions(): void {
     if (this.started) this.native.hs_exc_wake();
@@ -451,7 +517,7 @@ export class Shim {
   setMappingHost(key: FlowKey, hostId: number): void {
     this.requireRunning('setMappingHost');
     checkInt('setMappingHost', 'hostId', hostId, 0, MAX_HOSTS - 1);
-    this.check('setMappingHost', this.native.hs_mapping_set_host(keyStruct('setMappingHost', key), hostId));
+    this.check('setMappingHost', this.native.hs_mapping_set_host(this.mb.key('setMappingHost', key), hostId));
   }
 
   /**
