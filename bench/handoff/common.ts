@@ -140,7 +140,7 @@ export interface LoadResult {
   otherThreadsCpu?: number;
   /** Blob fragments the engine sent again (an answer came later than its RTO). */
   retransmitted: number;
-  /** waitExceptions calls (thread-pool round trips) per completed handoff. */
+  /** Parks (armExceptions, the engine went back to the event loop to wait) per completed handoff. */
   waitsPerHandoff: number;
   /** Exception events the engine took per handoff. */
   eventsPerHandoff: number;

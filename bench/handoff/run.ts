@@ -17,10 +17,10 @@
 // - throughput: a closed-loop sweep over the number of connections in flight,
 //   one connection at a time (unloaded latency), the saturated load for
 //   --seconds through engine.run() (the headline rate), and one connection
-//   at a time again through a loop calling engine.step() (no thread-pool
-//   round trip per pass);
-// - wake: inject one packet while the engine sleeps in waitExceptions (a
-//   thread-pool thread in poll() on the shim's eventfd) versus spinning;
+//   at a time again through a loop calling engine.step() (never parks);
+// - wake: inject one packet while the engine is parked (the shim's wake-up
+//   pipe armed, Node asleep in epoll; and, raw, a thread-pool thread in
+//   waitExceptions) versus spinning;
 // - memory: heap and buffers per connection the engine holds.
 //
 // Options (flag or environment):
@@ -224,7 +224,7 @@ function report(o: Options, c: Collected): { rate: number; p50: number; p99: num
     console.log('           the engine (a ring port lives in one process): their share is taken from the engine.');
     console.log('  cpu/wait = Node thread on a CPU / runnable but waiting for one (other load); worker = DPDK lcore 1.');
     console.log('  ev/h = exception events per handoff (5 when nothing is retransmitted: ACCEPTED, DATA, FROZEN, ACK, FINAL);');
-    console.log('  wait/h = waitExceptions() thread-pool round trips per handoff; retx = blob datagrams sent again;');
+    console.log('  wait/h = parks per handoff (armed the wake-up pipe, back to the event loop); retx = blob datagrams sent again;');
     console.log('  cpu/h = Node-thread CPU us per handoff (1e6 / cpu/h = the rate with a core to itself).');
     console.log('');
     console.log('run               inflight handoffs/s  engine p50/p99     e2e p50/p99  time e/d/o   cpu  wait worker  ev/h wait/h   retx   cpu/h');
@@ -252,7 +252,7 @@ function report(o: Options, c: Collected): { rate: number; p50: number; p99: num
   if (light) {
     console.log(`one connection at a time (unloaded), engine.run(): engine p50 ${f0(light.engine.p50)} us, p99 ${f0(light.engine.p99)} us; ` +
       `e2e p50 ${f0(light.e2e.p50)} us; SYN -> ACTIVE p50 ${f0(light.fromSyn.p50)} us; ` +
-      `${f1(light.waitsPerHandoff)} thread-pool round trips per handoff`);
+      `${f1(light.waitsPerHandoff)} parks per handoff`);
     if (lightStep) {
       console.log(`  the same through a step() loop (never parks): engine p50 ${f0(lightStep.engine.p50)} us, ` +
         `p99 ${f0(lightStep.engine.p99)} us; e2e p50 ${f0(lightStep.e2e.p50)} us`);
