@@ -105,6 +105,8 @@ interface ActiveFlow {
   packets: bigint;
   lastChange: number;
   closingSince: number;
+  /** In the closed queue already (a repeated CLOSED adds nothing: the queue stays one entry per flow). */
+  closedQueued?: boolean;
 }
 
 interface Snapshot {
@@ -159,6 +161,8 @@ class Connection {
 }
 
 const LATENCY_SAMPLES = 1 << 16;
+/** A host-closed flow's mapping stays this long, so its last packets (FIN, final ACKs) still pass. */
+const HOST_CLOSED_LINGER_MS = 1000;
 /** A freeze unanswered this long was lost (a worker answers within microseconds). */
 const FREEZE_LOST_MS = 2000;
 
@@ -223,6 +227,13 @@ export class HandoffEngine {
   private nextTimeoutScan = 0;
   private readonly active = new Map<number, ActiveFlow>();
   private sweepCursor?: Iterator<[number, ActiveFlow]>;
+  /**
+   * Flows whose host said CLOSED, in the order their removal falls due (one
+   * fixed delay, so arrival order is due order): removed when due without
+   * waiting for the sweep to come round to them.
+   */
+  private readonly closedQueue: Array<{ flowId: number; flow: ActiveFlow; due: number }> = [];
+  private closedHead = 0;
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly spinMs: number;
@@ -626,13 +637,39 @@ export class HandoffEngine {
     if (this.conns.get(c.id) === c) this.conns.delete(c.id);
   }
 
+  /** Remove the mappings of host-closed flows whose delay has passed. */
+  private removeClosed(now: number): void {
+    const q = this.closedQueue;
+    while (this.closedHead < q.length && q[this.closedHead].due <= now) {
+      const { flowId, flow } = q[this.closedHead++];
+      // Still the same flow (not removed by the sweep, its flow ID not reused)?
+      if (this.active.get(flowId) !== flow) continue;
+      const m = this.shim.lookupMapping(flow.key);
+      if (m && m.flowId === flowId) {
+        try { this.shim.deleteMapping(flow.key); } catch { /* already gone */ }
+      }
+      this.stats.mappingsClosed++;
+      this.active.delete(flowId);
+      this.flowIds.release(flowId, now);
+    }
+    // Compact once the consumed head dominates (amortised O(1) per entry).
+    if (this.closedHead > 1024 && this.closedHead * 2 > q.length) {
+      q.splice(0, this.closedHead);
+      this.closedHead = 0;
+    }
+  }
+
   /**
    * Remove mappings of finished flows (design.md §3.7): CLOSING ones after
    * the closing timeout, idle ones after the idle timeout. A slice of the
-   * active flows per pass, so the control loop never stalls.
+   * active flows per pass (every 100 ms), so the control loop never stalls:
+   * at least 256, and enough that every flow is visited within about 5 s
+   * whatever their number (at high handoff rates a fixed slice would visit
+   * each flow too rarely and the table would fill with finished flows).
    */
   private sweepMappings(now: number): void {
-    for (let n = 0; n < 256 && this.active.size; n++) {
+    const budget = Math.max(256, Math.ceil(this.active.size / 50));
+    for (let n = 0; n < budget && this.active.size; n++) {
       let next = this.sweepCursor?.next();
       if (!next || next.done) {
         this.sweepCursor = this.active.entries();
@@ -673,6 +710,7 @@ export class HandoffEngine {
 
   private scanTimeouts(now: number): void {
     this.nextTimeoutScan = now + 100;
+    this.removeClosed(now);
     this.sweepMappings(now);
     for (const c of this.conns.values()) {
       if (c.state === 'classifying' && now - (c.firstDataAt || c.acceptedAt) > this.classifyTimeoutMs) this.classify(c, true);
@@ -714,7 +752,7 @@ export class HandoffEngine {
     this.sender.onDatagram(from, payload);
   }
 
-  /** The host's socket closed: remove the mapping about a second from now (late packets still pass). */
+  /** The host's socket closed: remove the mapping a second from now (late packets still pass), from the closed queue. */
   private onHostClosed(fromIp: string, payload: Buffer): void {
     const d = decodeDatagram(payload);
     if ('error' in d || d.type !== 'closed') return void this.stats.localIgnored++;
@@ -722,7 +760,12 @@ export class HandoffEngine {
     if (!f || f.hostIp !== fromIp) return void this.stats.localIgnored++;
     this.stats.hostClosed++;
     const now = performance.now();
-    f.closingSince = Math.min(f.closingSince || now, now - this.closingTimeoutMs + 1000);
+    const due = Math.min(f.closingSince ? f.closingSince + this.closingTimeoutMs : Infinity, now + HOST_CLOSED_LINGER_MS);
+    f.closingSince = due - this.closingTimeoutMs;
+    if (!f.closedQueued) {
+      f.closedQueued = true;
+      this.closedQueue.push({ flowId: d.blobId, flow: f, due: now + HOST_CLOSED_LINGER_MS });
+    }
   }
 
   /**
