@@ -53,7 +53,7 @@ struct hh_conn {
 	uint8_t reserved;
 };
 
-/** Which step of the injection failed (hh_inject_failed_step). */
+/** Which step of the injection failed (hh_inject_failure.step). */
 enum hh_inject_step {
 	HH_STEP_NONE = 0,
 	HH_STEP_SOCKET,
@@ -67,5 +67,47 @@ uint32_t hh_abi_version(void);
 /** Sizes and offsets of the structs above as JSON (like hs_abi_layout). @return bytes written, -ENOSPC if @p len is short. */
 int hh_abi_layout(char *buf, size_t len);
 const char *hh_last_error(void);
+
+/* injection */
+
+/** Why hh_inject failed: the step, the socket option and the errno (for the caller's error codes). */
+struct hh_inject_failure {
+	int32_t step;    /**< enum hh_inject_step; HH_STEP_NONE: refused before any system call (-EINVAL) */
+	int32_t err;     /**< the system call's errno; 0 if it returned without one (send() queued nothing) */
+	int32_t level;   /**< HH_STEP_SETSOCKOPT: the option's level (SOL_TCP, SOL_IP, SOL_SOCKET) */
+	int32_t optname; /**< HH_STEP_SETSOCKOPT: the option (TCP_REPAIR, TCP_REPAIR_WINDOW, ...) */
+	int32_t optval;  /**< HH_STEP_SETSOCKOPT: the int value being set (TCP_REPAIR: 1 on, 0 / -1 off); 0 for struct options */
+	uint32_t queued; /**< HH_STEP_QUEUE: bytes already in the receive queue */
+};
+
+/**
+ * Re-create a handed-off connection in this host's kernel with TCP_REPAIR:
+ * socket, repair on, IP_FREEBIND / IP_TRANSPARENT, bind(vip), queue
+ * sequence numbers, TCP_MAXSEG, connect(client), TCP_REPAIR_OPTIONS,
+ * TCP_TIMESTAMP, @p data into the receive queue, TCP_REPAIR_WINDOW, repair
+ * off, SO_REUSEADDR / SO_REUSEPORT (the 12 steps of src/host/repair.ts).
+ * Synchronous; nothing is sent except the window probe of leaving repair
+ * mode (unless HH_INJECT_NO_WINDOW_PROBE).
+ *
+ * @param conn  the connection's state (already checked by the caller)
+ * @param data  bytes the balancer received and acknowledged: the first bytes
+ *              the application reads (NULL if @p len is 0)
+ * @param len   their length; conn->rcv_nxt must be conn->irs + 1 + len
+ * @param fail  if not NULL, filled in on failure (step, option, errno)
+ * @return the connected descriptor (SOCK_CLOEXEC, blocking; the caller owns
+ *         it), or -errno with nothing left open:
+ *         -EINVAL (step NONE) a NULL @p conn, NULL @p data with @p len,
+ *         unknown flags, rcv_nxt != irs + 1 + len or snd_nxt != iss + 1;
+ *         step SOCKET: socket()'s errno (-EMFILE, -ENFILE, -ENOBUFS, ...);
+ *         step SETSOCKOPT: -EPERM on TCP_REPAIR / IP_TRANSPARENT without
+ *         CAP_NET_ADMIN, -EFBIG for a window scale above 14, -EINVAL, ...;
+ *         step BIND: -EACCES (a privileged port without CAP_NET_BIND_SERVICE),
+ *         -EADDRNOTAVAIL, -EINVAL;
+ *         step CONNECT: -EADDRNOTAVAIL when the 4-tuple already exists here,
+ *         -ENETUNREACH (no route, or a non-local VIP without IP_TRANSPARENT);
+ *         step QUEUE: send()'s errno (-ENOMEM, ...), or -EIO with
+ *         fail->err 0 if it queued nothing.
+ */
+int hh_inject(const struct hh_conn *conn, const void *data, size_t len, struct hh_inject_failure *fail);
 
 #endif

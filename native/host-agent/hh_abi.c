@@ -49,6 +49,7 @@ int hh_abi_layout(char *buf, size_t len)
 		       F(rcv_wnd) F(ts_value) F(mss) F(snd_wscale) F(rcv_wscale) F(sack_ok) F(ts_ok) F(flags)
 			       F(reserved));
 	STRUCT(o_, 0, hh_flow_key, F(vni) F(client_ip) F(vip) F(client_port) F(vip_port));
+	STRUCT(o_, 0, hh_inject_failure, F(step) F(err) F(level) F(optname) F(optval) F(queued));
 	put(&o, "}}");
 	if (buf && o.used >= len)
 		return -ENOSPC;

@@ -9,12 +9,21 @@
 //                                               which owns (and closes) the fd
 // Use the fd form to pass the descriptor elsewhere (SCM_RIGHTS, a C server);
 // the socket form for in-process handlers (`server.emit('connection', s)`) and
-// forward mode. Both are synchronous: 15-17 system calls; median 40-50 µs on
-// an idle loopback, 65-115 µs in test/host-repair.test.ts (veth, busy client).
+// forward mode. Both are synchronous: 15-17 system calls, all made in ONE
+// native call, hh_inject() of libhandoff_host.so (native/host-agent/
+// hh_inject.c, bound in ./native.ts). Median 27 µs per injection in a network
+// namespace with a veth, 80 bytes of data (the kernel's work: the same call
+// from C takes as long; the former JS path, one koffi call per system call,
+// took 37 µs there); 40-100 µs in test/host-repair.test.ts (busy client).
 // Every failure throws InjectError and closes the descriptor first: a failed
-// injection leaves nothing open and no socket bound.
+// injection leaves nothing open and no socket bound. The C side reports the
+// failing step, socket option and errno; the codes below are chosen here. The
+// blob's checks (checkBlob: VIP served, IPv4, sequence invariants) stay in JS.
+// The library is required (npm run setup builds it): without it every
+// injection throws HostNativeError ERR_HOST_NATIVE, naming the fix.
 //
-// The sequence (each step's reason; "kernel" below is Linux ≥ 6.7 net/ipv4/tcp.c)
+// The sequence, as hh_inject runs it in C (each step's reason; "kernel" below
+// is Linux ≥ 6.7 net/ipv4/tcp.c). This comment is hh_inject's spec.
 //  1. socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC).
 //  2. TCP_REPAIR = 1. Needs CAP_NET_ADMIN in the socket's network namespace:
 //     EPERM here is the only EPERM that means "no privilege"
@@ -117,29 +126,13 @@
 import net from 'node:net';
 import type { ConnectionBlob } from '../transfer/blob';
 import {
-  AF_INET, IP_FREEBIND, IP_TRANSPARENT, SOCK_CLOEXEC, SOCK_STREAM, SOL_IP, SOL_SOCKET, SOL_TCP,
-  SO_REUSEADDR, SO_REUSEPORT, TCPOPT_MSS, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WINDOW,
-  TCP_MAXSEG, TCP_QUEUE_SEQ, TCP_RECV_QUEUE, TCP_REPAIR, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP,
-  TCP_REPAIR_ON, TCP_REPAIR_OPTIONS, TCP_REPAIR_QUEUE, TCP_REPAIR_WINDOW, TCP_SEND_QUEUE,
-  TCP_TIMESTAMP, errnoName, libc, optionName, sockaddrIn,
+  IP_TRANSPARENT, SOL_IP, SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON, errnoName, libc, optionName,
 } from './libc';
+import { InjectFlag, InjectStep, hostLastError, injectFailure, nativeInject } from './native';
 
 const EPERM = 1;
 const EACCES = 13;
 const EADDRNOTAVAIL = 99;
-/** TCP_MAXSEG's range in the kernel (TCP_MIN_MSS..MAX_TCP_WINDOW); the blob's MSS is 48..65535. */
-const TCP_MIN_MSS = 88;
-const MAX_TCP_MAXSEG = 32767;
-
-// Option values are passed through these (host byte order, typed arrays wrap
-// around like the kernel's u32/int). Safe to share: each setsockopt copies
-// its argument before returning, and injection is synchronous.
-const INT = new Int32Array(1);
-const INT_BUF = Buffer.from(INT.buffer);
-const OPTS = new Uint32Array(8);
-const OPTS_BUF = Buffer.from(OPTS.buffer);
-const WIN = new Uint32Array(5);
-const WIN_BUF = Buffer.from(WIN.buffer);
 
 export type InjectErrorCode =
   /** The blob's fields contradict each other (would corrupt the byte stream), or are not IPv4. */
@@ -230,79 +223,54 @@ function checkBlob(blob: ConnectionBlob, opts: InjectOptions): void {
  */
 export function injectConnectionFd(blob: ConnectionBlob, opts: InjectOptions = {}): number {
   checkBlob(blob, opts);
-  const c = libc();
-  const fd = c.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    const errno = c.errno();
-    throw new InjectError('ERR_INJECT_SOCKET', `socket: ${errnoName(errno)}`, { syscall: 'socket', errno });
-  }
-  const fail = (code: InjectErrorCode, syscall: string, what: string, errno: number, option?: string): never => {
-    c.close(fd);
-    throw new InjectError(code,
+  let flags = 0;
+  if (opts.transparent) flags |= InjectFlag.TRANSPARENT;
+  if (opts.windowProbe === false) flags |= InjectFlag.NO_WINDOW_PROBE;
+  if (opts.reuseAddr !== false) flags |= InjectFlag.REUSEADDR;
+  if (opts.reusePort) flags |= InjectFlag.REUSEPORT;
+  const data = blob.data;
+  const fd = nativeInject({
+    clientIp: blob.clientIp, vip: blob.vip, clientPort: blob.clientPort, vipPort: blob.vipPort,
+    iss: blob.iss, irs: blob.irs, sndNxt: blob.sndNxt, rcvNxt: blob.rcvNxt, sndWnd: blob.sndWnd, rcvWnd: blob.rcvWnd,
+    tsValue: blob.tsOk ? timestampValue(blob, opts.now ?? Date.now()) : 0,
+    mss: blob.mss, sndWscale: blob.sndWscale, rcvWscale: blob.rcvWscale, sackOk: blob.sackOk, tsOk: blob.tsOk, flags,
+  }, data);
+  if (fd >= 0) return fd;
+  throw injectError(blob, data ? data.length : 0);
+}
+
+/** The InjectError for hh_inject's failure (the descriptor is already closed). */
+function injectError(blob: ConnectionBlob, dataLength: number): InjectError {
+  const f = injectFailure();
+  const errno = f.err;
+  const fail = (code: InjectErrorCode, syscall: string, what: string, option?: string): InjectError =>
+    new InjectError(code,
       `inject ${blob.clientIp}:${blob.clientPort} -> ${blob.vip}:${blob.vipPort}: ${what}${errno ? `: ${errnoName(errno)}` : ''}`,
       { syscall, option, errno: errno || undefined });
-  };
-  const set = (level: number, optname: number, value: number | Buffer, permissionOnEperm = false): void => {
-    let buf: Buffer;
-    if (typeof value === 'number') {
-      INT[0] = value;
-      buf = INT_BUF;
-    } else {
-      buf = value;
-    }
-    if (c.setsockopt(fd, level, optname, buf, buf.length) === 0) return;
-    const errno = c.errno();
-    const option = optionName(level, optname);
-    if (permissionOnEperm && (errno === EPERM || errno === EACCES)) {
-      fail('ERR_INJECT_PERMISSION', 'setsockopt', `setsockopt ${option} (needs CAP_NET_ADMIN)`, errno, option);
-    }
-    fail('ERR_INJECT_SETSOCKOPT', 'setsockopt', `setsockopt ${option}`, errno, option);
-  };
-
-  set(SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON, true);
-  if (opts.transparent) set(SOL_IP, IP_TRANSPARENT, 1, true);
-  else set(SOL_IP, IP_FREEBIND, 1);
-  if (c.bind(fd, sockaddrIn(blob.vip, blob.vipPort), 16) !== 0) {
-    const errno = c.errno();
-    fail(errno === EACCES ? 'ERR_INJECT_PERMISSION' : 'ERR_INJECT_BIND', 'bind', `bind ${blob.vip}:${blob.vipPort}`, errno);
-  }
-  set(SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
-  set(SOL_TCP, TCP_QUEUE_SEQ, blob.sndNxt);
-  set(SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
-  set(SOL_TCP, TCP_QUEUE_SEQ, blob.irs + 1);
-  if (blob.mss >= TCP_MIN_MSS) set(SOL_TCP, TCP_MAXSEG, Math.min(blob.mss, MAX_TCP_MAXSEG));
-  if (c.connect(fd, sockaddrIn(blob.clientIp, blob.clientPort), 16) !== 0) {
-    const errno = c.errno();
-    fail('ERR_INJECT_CONNECT', 'connect', errno === EADDRNOTAVAIL
-      ? 'connect in repair mode (this 4-tuple is already in use here)' : 'connect in repair mode', errno);
-  }
-  // struct tcp_repair_opt { u32 opt_code; u32 opt_val; }[]
-  let n = 0;
-  OPTS[n++] = TCPOPT_MSS; OPTS[n++] = blob.mss;
-  OPTS[n++] = TCPOPT_WINDOW; OPTS[n++] = blob.sndWscale | (blob.rcvWscale << 16);
-  if (blob.sackOk) { OPTS[n++] = TCPOPT_SACK_PERM; OPTS[n++] = 0; }
-  if (blob.tsOk) { OPTS[n++] = TCPOPT_TIMESTAMP; OPTS[n++] = 0; }
-  set(SOL_TCP, TCP_REPAIR_OPTIONS, OPTS_BUF.subarray(0, n * 4));
-  if (blob.tsOk) set(SOL_TCP, TCP_TIMESTAMP, timestampValue(blob, opts.now ?? Date.now()));
-  const data = blob.data;
-  if (data && data.length > 0) {
-    // TCP_REPAIR_QUEUE is still TCP_RECV_QUEUE (step 5). tcp_send_rcvq()
-    // queues at most one skb of MAX_SKB_FRAGS pages (about 68 KiB) per call.
-    for (let off = 0; off < data.length;) {
-      const queued = c.send(fd, off ? data.subarray(off) : data, data.length - off, 0);
-      if (queued <= 0) {
-        fail('ERR_INJECT_QUEUE', 'send', `receive queue took ${off} of ${data.length} bytes`, queued < 0 ? c.errno() : 0);
+  switch (f.step) {
+    case InjectStep.SOCKET:
+      return new InjectError('ERR_INJECT_SOCKET', `socket: ${errnoName(errno)}`, { syscall: 'socket', errno });
+    case InjectStep.SETSOCKOPT: {
+      const option = optionName(f.level, f.optname);
+      // Only entering repair mode and IP_TRANSPARENT need a capability (steps 2, 3).
+      const privileged = (f.level === SOL_TCP && f.optname === TCP_REPAIR && f.optval === TCP_REPAIR_ON) ||
+        (f.level === SOL_IP && f.optname === IP_TRANSPARENT);
+      if (privileged && (errno === EPERM || errno === EACCES)) {
+        return fail('ERR_INJECT_PERMISSION', 'setsockopt', `setsockopt ${option} (needs CAP_NET_ADMIN)`, option);
       }
-      off += queued;
+      return fail('ERR_INJECT_SETSOCKOPT', 'setsockopt', `setsockopt ${option}`, option);
     }
+    case InjectStep.BIND:
+      return fail(errno === EACCES ? 'ERR_INJECT_PERMISSION' : 'ERR_INJECT_BIND', 'bind', `bind ${blob.vip}:${blob.vipPort}`);
+    case InjectStep.CONNECT:
+      return fail('ERR_INJECT_CONNECT', 'connect', errno === EADDRNOTAVAIL
+        ? 'connect in repair mode (this 4-tuple is already in use here)' : 'connect in repair mode');
+    case InjectStep.QUEUE:
+      return fail('ERR_INJECT_QUEUE', 'send', `receive queue took ${f.queued} of ${dataLength} bytes`);
+    default:
+      // hh_inject refused the arguments before any system call (checkBlob should have first).
+      return new InjectError('ERR_INJECT_BLOB', hostLastError());
   }
-  // struct tcp_repair_window { u32 snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup; }
-  WIN[0] = blob.rcvNxt - 1; WIN[1] = blob.sndWnd; WIN[2] = blob.sndWnd; WIN[3] = blob.rcvWnd; WIN[4] = blob.rcvNxt;
-  set(SOL_TCP, TCP_REPAIR_WINDOW, WIN_BUF);
-  set(SOL_TCP, TCP_REPAIR, opts.windowProbe === false ? TCP_REPAIR_OFF_NO_WP : TCP_REPAIR_OFF);
-  if (opts.reuseAddr !== false) set(SOL_SOCKET, SO_REUSEADDR, 1);
-  if (opts.reusePort) set(SOL_SOCKET, SO_REUSEPORT, 1);
-  return fd;
 }
 
 /**

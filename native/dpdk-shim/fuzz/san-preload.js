@@ -12,8 +12,17 @@ const util = require('node:util');
 const runtime = process.env.HANDOFF_SAN_RUNTIME;
 const isNode = (file) => file === process.execPath || path.basename(String(file)) === 'node';
 
-// Node itself, or a wrapper that execs it ("ip netns exec NS node ...").
-const runsNode = (file, args) => isNode(file) || (Array.isArray(args) && args.some(isNode));
+// A shell command (an argument of a wrapper) whose shell replaces itself with
+// Node: capsh ... -- -c 'exec "/usr/bin/node" -e ...' (the tests that drop a
+// capability). That Node may load the instrumented host library, which needs
+// the runtime first; the short-lived shell is fine with it.
+const execsNode = (arg) => {
+  const m = /^\s*exec\s+("([^"]+)"|'([^']+)'|(\S+))/.exec(String(arg));
+  return !!m && isNode(m[2] || m[3] || m[4]);
+};
+
+// Node itself, or a wrapper that execs it ("ip netns exec NS node ...", "capsh -- -c 'exec node ...'").
+const runsNode = (file, args) => isNode(file) || (Array.isArray(args) && (args.some(isNode) || args.some(execsNode)));
 
 function envFor(file, options, args) {
   const env = { ...((options && options.env) || process.env) };

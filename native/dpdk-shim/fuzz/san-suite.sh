@@ -2,8 +2,11 @@
 # The tap suite against an ASan+UBSan build of the shim (make san ->
 # build-san/). Node is not instrumented, so the ASan runtime is preloaded into
 # Node and its Node children only (san-preload.js; curl, for one, hangs with
-# it preloaded). The shim is found through HANDOFF_SHIM_PATH (src/offload/native.ts).
-# build-san/test_pure (the pure-C unit tests, instrumented) runs first.
+# it preloaded). The shim is found through HANDOFF_SHIM_PATH (src/offload/native.ts),
+# the host agent's library (native/host-agent, make san) through
+# HANDOFF_HOST_LIB_PATH (src/host/native.ts).
+# build-san/test_pure and the host library's build-san/test_inject (the C unit
+# tests, instrumented) run first.
 # Ends with "san: N passed, N failed, N skipped".
 #
 #   native/dpdk-shim/fuzz/san-suite.sh                  # the whole suite
@@ -17,10 +20,13 @@ cd "$root"
 fail_line() { echo "not ok - san: $1"; echo "san: 0 passed, 1 failed, 0 skipped"; exit 1; }
 command -v clang >/dev/null || fail_line "clang is not installed (apt-get install clang libclang-rt-14-dev)"
 make -s -C "$shim" san || fail_line "the sanitizer build failed"
+host="$root/native/host-agent"
+make -s -C "$host" san && make -s -C "$host/tests" SAN=1 || fail_line "the host library's sanitizer build failed"
 rt=$(clang -print-file-name=libclang_rt.asan-x86_64.so)
 [ -f "$rt" ] || fail_line "no ASan runtime at $rt (apt-get install libclang-rt-14-dev)"
 
 export HANDOFF_SHIM_PATH="$shim/build-san/libhandoff_shim.so"
+export HANDOFF_HOST_LIB_PATH="$host/build-san/libhandoff_host.so"
 # detect_leaks=0: Node and V8 keep allocations until exit by design, which
 # LeakSanitizer would report; use-after-free, overflows and UB still halt.
 # abort_on_error: a report kills the process with SIGABRT, so the test that
@@ -39,6 +45,14 @@ if "$shim/build-san/test_pure" >"$log.pure" 2>&1; then
 else
   echo "not ok - san: test_pure under ASan+UBSan (log $log.pure)"
   grep -E '^not ok|ERROR|runtime error' "$log.pure" | head -n 10 | sed 's/^/# /'
+  fail=$((fail + 1))
+fi
+if "$host/build-san/test_inject" >"$log.inject" 2>&1; then
+  echo "ok - san: test_inject (host library unit tests under ASan+UBSan): $(grep -c '^ok' "$log.inject") checks"
+  pass=$((pass + 1))
+else
+  echo "not ok - san: test_inject under ASan+UBSan (log $log.inject)"
+  grep -E '^not ok|ERROR|runtime error' "$log.inject" | head -n 10 | sed 's/^/# /'
   fail=$((fail + 1))
 fi
 
