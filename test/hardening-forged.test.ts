@@ -124,9 +124,9 @@ if (!isRoot) {
 
   t.test('hosts and balancer start', async (t) => {
     for (const h of hosts) t.match(await h.ready(), { ev: 'ready' }, `${h.name} ready ${h.text.slice(0, 300)}`);
-    const tables = sh('nft', ['list', 'tables'], { ns: h1.ns });
-    t.match(tables, /table inet handoff_vx0/, 'host1 installed its tunnel check');
-    t.notMatch(sh('nft', ['list', 'tables'], { ns: h2.ns }), /handoff_vx0/, 'host2 runs without one (filterTunnel: false)');
+    const filters = sh('tc', ['filter', 'show', 'dev', 'vx0', 'ingress'], { ns: h1.ns });
+    t.match(filters, /bpf .*name hh_tunnel_check/, 'host1 installed its tunnel check (BPF filter on vx0 ingress)');
+    t.notMatch(sh('tc', ['filter', 'show', 'dev', 'vx0', 'ingress'], { ns: h2.ns }), /hh_tunnel_check/, 'host2 runs without one (filterTunnel: false)');
     const cfg = parseBalancerConfig({
       eal: { vdevs: [`net_af_packet0,iface=${lbDev}`], memoryMb: 256, extraArgs: ['--no-telemetry'] },
       ports: [{ device: 'net_af_packet0', ip: LB_IP }],
@@ -335,12 +335,13 @@ if (!isRoot) {
     t.comment(`host1: tunnelled ${s1.tunnelled}, tunnelRefusedFlow ${s1.tunnelRefusedFlow}, tunnelRefusedSender ${s1.tunnelRefusedSender}`);
   });
 
-  t.test('shut down: the agent removes its nftables table', async (t) => {
+  t.test('shut down: the agent removes its tunnel check', async (t) => {
     await lb?.stop();
     lbStopped = true;
     for (const h of hosts) h.child.kill('SIGTERM');
     t.ok(await waitFor(() => hosts.every((h) => h.exited), 10000, 20), 'host processes exited');
-    t.notMatch(sh('nft', ['list', 'tables'], { ns: h1.ns }), /handoff_vx0/, 'host1\'s table is gone');
+    // (allowFail: the agent also deletes the vx0 it created, and the filter with it)
+    t.notMatch(sh('tc', ['filter', 'show', 'dev', 'vx0', 'ingress'], { ns: h1.ns, allowFail: true }), /hh_tunnel_check/, 'host1\'s BPF filter is gone');
     t.notOk(host1.find((e) => e.ev === 'agent-error'), 'host1 reported no agent error');
   });
 }

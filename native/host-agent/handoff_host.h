@@ -110,4 +110,103 @@ struct hh_inject_failure {
  */
 int hh_inject(const struct hh_conn *conn, const void *data, size_t len, struct hh_inject_failure *fail);
 
+/* tunnel check */
+
+/** hh_tunnel_open flags. */
+enum hh_tunnel_open_flag {
+	HH_TUNNEL_NO_ATTACH = 1 << 0, /**< load the maps and programs only (@p device unused): for tests */
+	HH_TUNNEL_TEST_PROG = 1 << 1, /**< also load hh_tunnel_test, for hh_tunnel_test_run */
+};
+
+/**
+ * Load the tunnel check (bpf/tunnel.bpf.o: a tc classifier and its maps,
+ * empty) and attach it to @p device's tc ingress, creating the clsact qdisc
+ * if there is none. A filter left at the same handle and priority by an
+ * agent that did not close is replaced. Every packet the device
+ * decapsulates is then refused unless hh_tunnel_allow() listed its flow.
+ *
+ * @param bpf_path path of tunnel.bpf.o
+ * @param device   the `vxlan external` device, in the caller's network namespace
+ * @param flags    enum hh_tunnel_open_flag
+ * @return a handle >= 0 for the other hh_tunnel_* calls, or -errno:
+ *         -EINVAL unknown flags, no path, a bad interface name;
+ *         -ENOENT (or the open's errno) no such object, or not the tunnel check's;
+ *         -EPERM loading or attaching without CAP_BPF / CAP_NET_ADMIN;
+ *         -ENODEV no such device; another -errno from the kernel
+ *         (the verifier's refusal, netlink's) with libbpf's message in the sentence;
+ *         -EMFILE HH_TUNNEL_MAX_HANDLES are open; -ENOMEM.
+ */
+int hh_tunnel_open(const char *bpf_path, const char *device, uint32_t flags);
+
+/**
+ * Only VXLAN from these outer source addresses (IPv4, network order) gets
+ * past the sender check; none (@p n 0) turns the sender check off.
+ * Replaces the previous list.
+ * @return 0, or -errno: -EBADF bad handle; -ENOSPC more than
+ *         HH_TUNNEL_MAX_BALANCERS; -EINVAL NULL @p addrs with @p n; a map
+ *         update's -errno (-ENOMEM).
+ */
+int hh_tunnel_set_balancers(int h, const uint32_t *addrs, size_t n);
+
+/**
+ * Let the flow's tunnelled packets in: one map update. Addresses and
+ * ports in network order, @p vni (the flow ID) in host order.
+ * @return 1 added, 0 it was allowed already, or -errno: -EBADF bad handle;
+ *         -EINVAL a VNI above 24 bits; -ENOSPC HH_TUNNEL_MAX_FLOWS flows
+ *         are allowed already; -ENOMEM.
+ */
+int hh_tunnel_allow(int h, uint32_t vni, uint32_t client_ip, uint32_t vip, uint16_t client_port, uint16_t vip_port);
+
+/**
+ * Refuse the flow's packets from now on: one map delete. Arguments as
+ * hh_tunnel_allow.
+ * @return 1 removed, 0 it was not allowed (not an error), or -errno:
+ *         -EBADF bad handle; -EINVAL a VNI above 24 bits.
+ */
+int hh_tunnel_revoke(int h, uint32_t vni, uint32_t client_ip, uint32_t vip, uint16_t client_port, uint16_t vip_port);
+
+/**
+ * hh_tunnel_revoke for many flows at once, in one BPF_MAP_DELETE_BATCH
+ * (plus one more per absent key). Keys as struct hh_flow_key (addresses and
+ * ports in network order, the VNI in host order).
+ * @return the number removed (absent ones are skipped, not an error), or
+ *         -errno: -EBADF bad handle; -EINVAL NULL @p keys with @p n, a VNI
+ *         above 24 bits, more than HH_TUNNEL_MAX_FLOWS keys; the kernel's
+ *         -errno (the flows before the failing one are removed).
+ */
+int hh_tunnel_revoke_batch(int h, const struct hh_flow_key *keys, size_t n);
+
+/** Flows allowed now (counted by this library, not read from the map). @return >= 0, or -EBADF. */
+int hh_tunnel_flows(int h);
+
+/**
+ * The refusal counters (enum hh_tunnel_counter), summed over the CPUs,
+ * into @p out[0 .. min(@p count, HH_TC_COUNT)).
+ * @return HH_TC_COUNT, or -errno: -EBADF bad handle; -EINVAL NULL @p out
+ *         with @p count; a map lookup's -errno.
+ */
+int hh_tunnel_counters(int h, uint64_t *out, size_t count);
+
+/**
+ * Run the check on one crafted frame with BPF_PROG_TEST_RUN (tests): the
+ * test program takes the tunnel metadata from the arguments instead of the
+ * skb, and counts as the attached one does.
+ * @param frame     an Ethernet frame (the inner, decapsulated packet), 14..65535 bytes
+ * @param flags     enum hh_tunnel_test_flag (hh_tunnel_prog.h): HAS_KEY 1, IPV6 2
+ * @param vni       the tunnel ID
+ * @param remote_ip the outer source, network order
+ * @return the verdict (TC_ACT_OK 0, TC_ACT_SHOT 2), or -errno: -EBADF bad
+ *         handle; -ENOTSUP opened without HH_TUNNEL_TEST_PROG; -EINVAL a
+ *         NULL or wrongly sized frame; BPF_PROG_TEST_RUN's -errno.
+ */
+int hh_tunnel_test_run(int h, const void *frame, size_t len, uint32_t flags, uint32_t vni, uint32_t remote_ip);
+
+/**
+ * Detach the classifier (and remove the clsact qdisc if hh_tunnel_open
+ * created it), unload it and free the handle. A device deleted meanwhile is
+ * not an error.
+ * @return 0, or -EBADF bad handle.
+ */
+int hh_tunnel_close(int h);
+
 #endif

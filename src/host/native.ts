@@ -278,3 +278,180 @@ export function injectFailure(): HostInjectFailure {
 
 // ---------------------------------------------------------------------------
 // Tunnel check (hh_tunnel.c): declared from lib() in this section.
+// The classifier and its maps live in the kernel; these are thin wrappers
+// returning the C functions' results (>= 0, or -errno with the sentence in
+// hostLastError()). src/host/tunnel-filter.ts is their user.
+
+/** enum hh_tunnel_open_flag */
+export const TunnelOpenFlag = { NO_ATTACH: 1, TEST_PROG: 2 } as const;
+/** enum hh_tunnel_test_flag (hh_tunnel_prog.h): the metadata hh_tunnel_test_run pretends the skb has. */
+export const TunnelTestFlag = { HAS_KEY: 1, IPV6: 2 } as const;
+/** The counters of enum hh_tunnel_counter by index (HH_TUNNEL_COUNTERS in hh_tunnel_key.h). */
+export const TUNNEL_COUNTER_NAMES = ['tunnelled', 'refused_flow', 'refused_sender', 'refused_malformed'] as const;
+/** TC_ACT_OK and TC_ACT_SHOT, the verdicts hh_tunnel_test_run returns. */
+export const TcAct = { OK: 0, SHOT: 2 } as const;
+
+/** Where tunnel.bpf.o is looked for: HANDOFF_HOST_BPF_PATH, then the build tree (next to the library). */
+export function hostBpfPath(): string {
+  if (process.env.HANDOFF_HOST_BPF_PATH) return process.env.HANDOFF_HOST_BPF_PATH;
+  for (const up of ['../../..', '../..']) {
+    const candidate = path.resolve(__dirname, up, 'native/host-agent/build/tunnel.bpf.o');
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  return path.resolve(__dirname, '../../../native/host-agent/build/tunnel.bpf.o');
+}
+
+/** The fields of a flow the check keys on (a ConnectionBlob has them). */
+export interface TunnelFlowKey {
+  flowId: number;
+  clientIp: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+}
+
+type FlowFn = (h: number, vni: number, clientIp: number, vip: number, clientPort: number, vipPort: number) => number;
+interface TunnelFns {
+  open: (bpfPath: string, device: string | null, flags: number) => number;
+  setBalancers: (h: number, addrs: Buffer | null, n: number) => number;
+  allow: FlowFn;
+  revoke: FlowFn;
+  revokeBatch: (h: number, keys: Buffer, n: number) => number;
+  flows: (h: number) => number;
+  counters: (h: number, out: Buffer, count: number) => number;
+  testRun: (h: number, frame: Buffer, len: number, flags: number, vni: number, remoteIp: number) => number;
+  close: (h: number) => number;
+}
+let tunnelFns: TunnelFns | undefined;
+
+function tunnel(): TunnelFns {
+  if (tunnelFns) return tunnelFns;
+  const l = lib();
+  tunnelFns = {
+    open: l.func('int hh_tunnel_open(const char *bpf_path, const char *device, uint32_t flags)'),
+    setBalancers: l.func('int hh_tunnel_set_balancers(int h, const void *addrs, size_t n)'),
+    allow: l.func('int hh_tunnel_allow(int h, uint32_t vni, uint32_t client_ip, uint32_t vip, uint16_t client_port, uint16_t vip_port)'),
+    revoke: l.func('int hh_tunnel_revoke(int h, uint32_t vni, uint32_t client_ip, uint32_t vip, uint16_t client_port, uint16_t vip_port)'),
+    revokeBatch: l.func('int hh_tunnel_revoke_batch(int h, const void *keys, size_t n)'),
+    flows: l.func('int hh_tunnel_flows(int h)'),
+    counters: l.func('int hh_tunnel_counters(int h, void *out, size_t count)'),
+    testRun: l.func('int hh_tunnel_test_run(int h, const void *frame, size_t len, uint32_t flags, uint32_t vni, uint32_t remote_ip)'),
+    close: l.func('int hh_tunnel_close(int h)'),
+  } as unknown as TunnelFns;
+  return tunnelFns;
+}
+
+/** A dotted quad as the uint32_t argument whose bytes in memory are the address in network order. */
+function ipv4Arg(ip: string): number {
+  let v = 0;
+  let octet = 0;
+  let shift = 0;
+  for (let k = 0; k <= ip.length; k++) {
+    const ch = k < ip.length ? ip.charCodeAt(k) : 46;
+    if (ch === 46) {
+      v |= LE ? octet << shift : octet << (24 - shift);
+      shift += 8;
+      octet = 0;
+    } else octet = octet * 10 + ch - 48;
+  }
+  return v >>> 0;
+}
+/** A port as the uint16_t argument in network order. */
+const portArg = (p: number) => (LE ? ((p & 0xff) << 8) | (p >>> 8) : p);
+
+/**
+ * hh_tunnel_open: load tunnel.bpf.o and (unless NO_ATTACH) attach it to
+ * `device`'s tc ingress. @returns a handle >= 0 or -errno
+ * @throws HostNativeError if the library is missing
+ */
+export function tunnelOpen(device: string | null, flags = 0, bpfPath = hostBpfPath()): number {
+  return tunnel().open(bpfPath, device, flags);
+}
+
+/** hh_tunnel_set_balancers (IPv4 addresses, checked by the caller). @returns 0 or -errno */
+export function tunnelSetBalancers(h: number, addrs: readonly string[]): number {
+  const b = Buffer.alloc(4 * addrs.length);
+  addrs.forEach((a, i) => b.set(a.split('.').map(Number), 4 * i));
+  return tunnel().setBalancers(h, addrs.length ? b : null, addrs.length);
+}
+
+/** hh_tunnel_allow (addresses IPv4, checked by the caller). @returns 1 added, 0 present already, or -errno */
+export function tunnelAllow(h: number, f: TunnelFlowKey): number {
+  return tunnel().allow(h, f.flowId, ipv4Arg(f.clientIp), ipv4Arg(f.vip), portArg(f.clientPort), portArg(f.vipPort));
+}
+
+/** hh_tunnel_revoke. @returns 1 removed, 0 absent, or -errno */
+export function tunnelRevoke(h: number, f: TunnelFlowKey): number {
+  return tunnel().revoke(h, f.flowId, ipv4Arg(f.clientIp), ipv4Arg(f.vip), portArg(f.clientPort), portArg(f.vipPort));
+}
+
+const KEY_SIZE = koffi.sizeof(HhFlowKey);
+const K = {
+  vni: koffi.offsetof(HhFlowKey, 'vni'), clientIp: koffi.offsetof(HhFlowKey, 'client_ip'), vip: koffi.offsetof(HhFlowKey, 'vip'),
+  clientPort: koffi.offsetof(HhFlowKey, 'client_port'), vipPort: koffi.offsetof(HhFlowKey, 'vip_port'),
+};
+let keysBuf = Buffer.alloc(KEY_SIZE * 256);
+
+/** A dotted quad's 4 bytes at `at` of `b`, in network order. */
+function putIPv4(b: Buffer, ip: string, at: number): void {
+  let octet = 0;
+  let i = at;
+  for (let k = 0; k < ip.length; k++) {
+    const ch = ip.charCodeAt(k);
+    if (ch === 46) { b[i++] = octet; octet = 0; } else octet = octet * 10 + ch - 48;
+  }
+  b[i] = octet;
+}
+
+/**
+ * hh_tunnel_revoke_batch: revoke many flows in one call (absent ones skipped).
+ * @returns the number removed, or -errno
+ */
+export function tunnelRevokeBatch(h: number, flows: readonly TunnelFlowKey[]): number {
+  if (keysBuf.length < flows.length * KEY_SIZE) keysBuf = Buffer.alloc(flows.length * KEY_SIZE);
+  const b = keysBuf;
+  flows.forEach((f, i) => {
+    const at = i * KEY_SIZE;
+    if (LE) b.writeUInt32LE(f.flowId >>> 0, at + K.vni); else b.writeUInt32BE(f.flowId >>> 0, at + K.vni);
+    putIPv4(b, f.clientIp, at + K.clientIp);
+    putIPv4(b, f.vip, at + K.vip);
+    b.writeUInt16BE(f.clientPort, at + K.clientPort);
+    b.writeUInt16BE(f.vipPort, at + K.vipPort);
+  });
+  return tunnel().revokeBatch(h, b, flows.length);
+}
+
+/** hh_tunnel_flows. @returns flows allowed, or -errno */
+export function tunnelFlows(h: number): number {
+  return tunnel().flows(h);
+}
+
+const countersBuf = Buffer.alloc(8 * TUNNEL_COUNTER_NAMES.length);
+
+/**
+ * hh_tunnel_counters, summed over the CPUs, by name.
+ * @returns the counters, or -errno
+ */
+export function tunnelCounters(h: number): Record<(typeof TUNNEL_COUNTER_NAMES)[number], number> | number {
+  const rc = tunnel().counters(h, countersBuf, TUNNEL_COUNTER_NAMES.length);
+  if (rc < 0) return rc;
+  const out = {} as Record<(typeof TUNNEL_COUNTER_NAMES)[number], number>;
+  TUNNEL_COUNTER_NAMES.forEach((name, i) => {
+    out[name] = Number(LE ? countersBuf.readBigUInt64LE(8 * i) : countersBuf.readBigUInt64BE(8 * i));
+  });
+  return out;
+}
+
+/**
+ * hh_tunnel_test_run: the check on one crafted inner frame (a handle opened
+ * with TEST_PROG). @returns TcAct.OK / TcAct.SHOT, or -errno
+ */
+export function tunnelTestRun(h: number, frame: Buffer, o: { flags?: number; vni?: number; remoteIp?: string } = {}): number {
+  return tunnel().testRun(h, frame, frame.length, o.flags ?? TunnelTestFlag.HAS_KEY, o.vni ?? 0,
+    o.remoteIp ? ipv4Arg(o.remoteIp) : 0);
+}
+
+/** hh_tunnel_close: detach and unload. @returns 0 or -errno */
+export function tunnelClose(h: number): number {
+  return tunnel().close(h);
+}

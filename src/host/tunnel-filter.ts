@@ -3,39 +3,46 @@
 // plane can check). A `vxlan external` device decapsulates any VNI from
 // anyone and hands the inner packet to the kernel, which would answer a
 // forged segment with a RST on the balancer's behalf, or take it into a live
-// connection with that 4-tuple. This installs one nftables table that lets a
-// decapsulated packet in only if (VNI, client address, VIP, client port, VIP
-// port) is a flow this agent injected, and (optionally) only VXLAN from the
-// balancers' addresses:
+// connection with that 4-tuple. This attaches a tc BPF classifier to the
+// device's ingress (native/host-agent/bpf/tunnel.bpf.c, loaded by
+// libhandoff_host.so) that lets a decapsulated packet in only if (VNI,
+// client address, VIP, client port, VIP port) is in its hash map of flows
+// this agent injected, and (optionally) only VXLAN from the balancers'
+// addresses:
 //
-//   input, priority mangle:
-//     udp dport 4789 ip saddr != { balancers }   -> counter refused_sender, drop
-//     udp dport 4789                             -> meta mark = VXLAN bytes 4..7, reserved byte 0
-//     iifname vx0, mark . 4-tuple in @flows      -> counter tunnelled, accept
-//     iifname vx0                                -> counter refused_flow, drop
+//   no tunnel metadata                           -> refused_malformed, drop
+//   balancers given, outer source not one        -> refused_sender, drop
+//   inner frame not IPv4/TCP, a fragment, short  -> refused_malformed, drop
+//   VNI . 4-tuple not in the flow map            -> refused_flow, drop
+//   else                                         -> tunnelled, accept
 //
-// The outer packet's mark survives decapsulation (same namespace), which is
-// how the VNI reaches the inner packet's check: nft 1.0.6 cannot key a set on
-// raw payload fields. The packet mark of VXLAN packets is therefore ours.
+// The VNI and outer source come from the skb's tunnel metadata
+// (bpf_skb_get_tunnel_key), the counters from a per-CPU array.
 //
-// Elements are added synchronously through libnftables (in-process netlink,
-// about 80 us, independent of the set's size) before the socket is injected,
-// so the balancer's first tunnelled packet always finds its flow; removals are
-// batched and wait `lingerMs` after the socket closes, so the flow's last
-// packets (FIN, final ACKs) still reach the kernel.
-import { execFile } from 'node:child_process';
+// Flows are added synchronously with one bpf() map update (a few us,
+// independent of the map's size) before the socket is injected, so the
+// balancer's first tunnelled packet always finds its flow; removals wait
+// `lingerMs` after the socket closes, so the flow's last packets (FIN, final
+// ACKs) still reach the kernel, and are swept once a second, in one batched
+// map delete.
 import { isIPv4 } from 'node:net';
-import os from 'node:os';
-import koffi from 'koffi';
+import {
+  HostNativeError, hostLastError, tunnelAllow, tunnelClose, tunnelCounters, tunnelOpen, tunnelRevoke, tunnelRevokeBatch,
+  tunnelSetBalancers,
+} from './native';
 
 export interface TunnelFilterOptions {
   /** VXLAN device whose decapsulated packets are checked. Default vx0. */
   device?: string;
-  /** VXLAN UDP port. Default 4789. */
+  /** VXLAN UDP port. Default 4789. (Checked; the classifier sits on the device, which knows its port.) */
   dstport?: number;
   /** Balancer addresses allowed to send VXLAN here; empty allows any (the flow check still applies). */
   balancers?: readonly string[];
-  /** nftables table name (family inet). Default handoff_<device>. */
+  /**
+   * Name of the check, for messages. Default handoff_<device>. (It was the
+   * nftables table's name; the BPF filter sits at a fixed handle on the
+   * device instead.)
+   */
   table?: string;
   /** How long a closed flow stays allowed, ms. Default 10000 (beyond the balancer's closing timeout). */
   lingerMs?: number;
@@ -57,6 +64,8 @@ export interface TunnelFilterCounters {
   refusedFlow: number;
   /** VXLAN packets from an address that is not a balancer. */
   refusedSender: number;
+  /** Packets on the device without tunnel metadata, or whose inner frame is not IPv4/TCP (a fragment, truncated). */
+  refusedMalformed: number;
   /** Flows allowed now (including closed ones lingering). */
   flows: number;
 }
@@ -70,53 +79,19 @@ export class TunnelFilterError extends Error {
   }
 }
 
-interface Nft {
-  run(cmd: string): void;
-  free(): void;
-}
-
-/** libnftables, bound on first use: one context, commands run synchronously. */
-function openNft(): Nft {
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load('libnftables.so.1');
-  } catch (err) {
-    throw new TunnelFilterError(`libnftables is not available: ${(err as Error).message}`,
-      'apt-get install -y nftables (or set network.filterTunnel: false)');
-  }
-  const ctxNew = lib.func('void *nft_ctx_new(uint32_t flags)');
-  const ctxFree = lib.func('void nft_ctx_free(void *ctx)');
-  const bufferOutput = lib.func('int nft_ctx_buffer_output(void *ctx)');
-  const bufferError = lib.func('int nft_ctx_buffer_error(void *ctx)');
-  const errorBuffer = lib.func('const char *nft_ctx_get_error_buffer(void *ctx)');
-  const runCmd = lib.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)');
-  let ctx: unknown = ctxNew(0);
-  if (!ctx) throw new TunnelFilterError('nft_ctx_new failed');
-  bufferOutput(ctx);
-  bufferError(ctx);
-  return {
-    run(cmd: string): void {
-      if (!ctx) throw new TunnelFilterError('the tunnel filter is closed');
-      const rc = runCmd(ctx, cmd) as number;
-      // The error buffer is reset by each read, so read it every time.
-      const err = (errorBuffer(ctx) as string | null) ?? '';
-      if (rc !== 0) throw new TunnelFilterError(`nft: ${err.trim() || `failed (${rc})`}`);
-    },
-    free(): void {
-      if (ctx) ctxFree(ctx);
-      ctx = undefined;
-    },
-  };
-}
-
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const TABLE = /^[A-Za-z0-9_]{1,64}$/;
 
+/** errno values the library returns as -errno. */
+const EPERM = 1;
+const ENOENT = 2;
+const ENODEV = 19;
+
 /**
  * The tunnel check of one host (one per network namespace and VXLAN device).
- * install() creates the table (replacing one a crashed agent left), allow()
- * before injecting a flow, revoke() when its socket closes, close() removes
- * the table.
+ * install() attaches the classifier (replacing one a crashed agent left),
+ * allow() before injecting a flow, revoke() when its socket closes, close()
+ * detaches it.
  */
 export class TunnelFilter {
   readonly table: string;
@@ -124,9 +99,10 @@ export class TunnelFilter {
   private readonly dstport: number;
   private readonly balancers: readonly string[];
   private readonly lingerMs: number;
-  private nft?: Nft;
-  /** Element text by key, for every flow allowed. */
-  private readonly present = new Map<string, string>();
+  /** The library's handle, while installed. */
+  private handle = -1;
+  /** The flow by key, for every flow allowed. */
+  private readonly present = new Map<string, TunnelFlow>();
   /** Keys to remove, with the time they may go. */
   private readonly doomed = new Map<string, number>();
   private timer?: NodeJS.Timeout;
@@ -146,36 +122,31 @@ export class TunnelFilter {
     if (!Number.isFinite(this.lingerMs) || this.lingerMs < 0) throw new TunnelFilterError(`lingerMs must be >= 0, got ${this.lingerMs}`);
   }
 
-  /** @throws TunnelFilterError (no libnftables, no CAP_NET_ADMIN, nft refused the table) */
+  /** @throws TunnelFilterError (no libhandoff_host.so or tunnel.bpf.o, no CAP_BPF / CAP_NET_ADMIN, no such device, the kernel refused) */
   install(): this {
-    this.nft ??= openNft();
-    const t = `inet ${this.table}`;
+    if (this.handle >= 0) return this;
+    let h: number;
     try {
-      this.nft.run(`delete table ${t}`);
-    } catch { /* none left over */ }
-    const port = this.dstport;
-    const only = this.balancers.length
-      ? `udp dport ${port} ip saddr != { ${this.balancers.join(', ')} } counter name "refused_sender" drop`
-      : '';
-    try {
-      this.nft.run(`table ${t} {
-        set flows { type mark . ipv4_addr . ipv4_addr . inet_service . inet_service; }
-        counter tunnelled { }
-        counter refused_flow { }
-        counter refused_sender { }
-        chain input {
-          type filter hook input priority mangle; policy accept;
-          ${only}
-          udp dport ${port} meta mark set @th,96,32 & 0xffffff00
-          iifname "${this.device}" meta mark . ip saddr . ip daddr . tcp sport . tcp dport @flows counter name "tunnelled" accept
-          iifname "${this.device}" counter name "refused_flow" drop
-        }
-      }`);
+      h = tunnelOpen(this.device);
     } catch (err) {
-      const e = err as TunnelFilterError;
-      throw new TunnelFilterError(`installing nftables table ${t}: ${e.message}`,
-        process.getuid?.() === 0 ? undefined : 'run as root (CAP_NET_ADMIN), or set network.filterTunnel: false');
+      if (err instanceof HostNativeError) {
+        throw new TunnelFilterError(`the tunnel check needs libhandoff_host.so: ${err.message}`, 'or set network.filterTunnel: false');
+      }
+      throw err;
     }
+    if (h < 0) {
+      const fix = -h === EPERM ? 'run as root (CAP_BPF and CAP_NET_ADMIN), or set network.filterTunnel: false'
+        : -h === ENOENT ? "build it with 'npm run setup' (or make -C native/host-agent), or set HANDOFF_HOST_BPF_PATH"
+          : -h === ENODEV ? `create the VXLAN device ${this.device} first (network.create)` : undefined;
+      throw new TunnelFilterError(`installing the tunnel check ${this.table} on ${this.device}: ${hostLastError()}`, fix);
+    }
+    const rc = tunnelSetBalancers(h, this.balancers);
+    if (rc < 0) {
+      const msg = hostLastError();
+      tunnelClose(h);
+      throw new TunnelFilterError(`installing the tunnel check ${this.table}: ${msg}`);
+    }
+    this.handle = h;
     this.timer = setInterval(() => this.sweep(Date.now()), 1000);
     this.timer.unref();
     return this;
@@ -183,13 +154,17 @@ export class TunnelFilter {
 
   /** Let the flow's tunnelled packets in. Synchronous: done when it returns. @throws TunnelFilterError */
   allow(f: TunnelFlow): void {
-    if (!this.nft) throw new TunnelFilterError('the tunnel filter is not installed');
+    if (this.handle < 0) throw new TunnelFilterError('the tunnel filter is not installed');
     const key = this.key(f);
     this.doomed.delete(key);
     if (this.present.has(key)) return;
-    const el = this.element(f);
-    this.nft.run(`add element inet ${this.table} flows { ${el} }`);
-    this.present.set(key, el);
+    if (!Number.isInteger(f.flowId) || f.flowId < 0 || f.flowId > 0xffffff) throw new TunnelFilterError(`flowId ${f.flowId} is not a 24-bit VNI`);
+    if (!isIPv4(f.clientIp) || !isIPv4(f.vip)) throw new TunnelFilterError(`flow ${f.flowId}: addresses must be IPv4`);
+    for (const p of [f.clientPort, f.vipPort]) {
+      if (!Number.isInteger(p) || p < 0 || p > 65535) throw new TunnelFilterError(`flow ${f.flowId}: port ${p} is not 0..65535`);
+    }
+    if (tunnelAllow(this.handle, f) < 0) throw new TunnelFilterError(hostLastError());
+    this.present.set(key, { flowId: f.flowId, clientIp: f.clientIp, clientPort: f.clientPort, vip: f.vip, vipPort: f.vipPort });
   }
 
   /** The flow's socket closed: refuse its packets once lingerMs has passed. */
@@ -198,20 +173,16 @@ export class TunnelFilter {
     if (this.present.has(key)) this.doomed.set(key, now + this.lingerMs);
   }
 
-  /** Remove every element due by `now`, in one command. */
+  /** Remove every flow due by `now`, in one batched map delete (absent ones are no error). */
   sweep(now: number): void {
-    if (!this.nft || !this.doomed.size) return;
+    if (this.handle < 0 || !this.doomed.size) return;
     const due: string[] = [];
     for (const [key, at] of this.doomed) if (at <= now) due.push(key);
     if (!due.length) return;
-    const els = due.map((k) => this.present.get(k)!);
-    try {
-      this.nft.run(`delete element inet ${this.table} flows { ${els.join(', ')} }`);
-    } catch {
-      // One missing element fails the batch: remove them one by one.
-      for (const el of els) {
-        try { this.nft.run(`delete element inet ${this.table} flows { ${el} }`); } catch { /* gone already */ }
-      }
+    const flows = due.map((k) => this.present.get(k)!);
+    if (tunnelRevokeBatch(this.handle, flows) < 0) {
+      // The batch stopped at a failing key: the rest one by one (each absent one is no error).
+      for (const f of flows) tunnelRevoke(this.handle, f);
     }
     for (const k of due) {
       this.doomed.delete(k);
@@ -220,26 +191,17 @@ export class TunnelFilter {
   }
 
   /**
-   * The counters, read with the nft command in a child process: listing
-   * makes libnftables fetch the whole set (about 100 ms at 20,000 flows),
-   * which must not stall the agent's event loop.
+   * The counters, summed over the CPUs: four map reads, synchronous (a few
+   * us at any flow count); a Promise for the callers written for the
+   * nftables version, which read them in a child process.
    */
   counters(): Promise<TunnelFilterCounters> {
-    return new Promise((resolve, reject) => {
-      execFile('nft', ['-j', 'list', 'counters', 'table', 'inet', this.table], { maxBuffer: 1 << 20 }, (err, out) => {
-        if (err) return reject(new TunnelFilterError(`reading counters: ${err.message}`));
-        const c: TunnelFilterCounters = { tunnelled: 0, refusedFlow: 0, refusedSender: 0, flows: this.present.size };
-        try {
-          for (const o of (JSON.parse(out) as { nftables: Array<{ counter?: { name: string; packets: number } }> }).nftables) {
-            if (o.counter?.name === 'tunnelled') c.tunnelled = o.counter.packets;
-            else if (o.counter?.name === 'refused_flow') c.refusedFlow = o.counter.packets;
-            else if (o.counter?.name === 'refused_sender') c.refusedSender = o.counter.packets;
-          }
-        } catch (e) {
-          return reject(new TunnelFilterError(`reading counters: ${(e as Error).message}`));
-        }
-        resolve(c);
-      });
+    if (this.handle < 0) return Promise.reject(new TunnelFilterError('reading counters: the tunnel filter is not installed'));
+    const c = tunnelCounters(this.handle);
+    if (typeof c === 'number') return Promise.reject(new TunnelFilterError(`reading counters: ${hostLastError()}`));
+    return Promise.resolve({
+      tunnelled: c.tunnelled, refusedFlow: c.refused_flow, refusedSender: c.refused_sender,
+      refusedMalformed: c.refused_malformed, flows: this.present.size,
     });
   }
 
@@ -248,33 +210,18 @@ export class TunnelFilter {
     return this.present.size;
   }
 
-  /** Remove the table. */
+  /** Detach the classifier and free its maps. */
   close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    if (!this.nft) return;
-    try { this.nft.run(`delete table inet ${this.table}`); } catch { /* already gone */ }
-    this.nft.free();
-    this.nft = undefined;
+    if (this.handle < 0) return;
+    tunnelClose(this.handle);
+    this.handle = -1;
     this.present.clear();
     this.doomed.clear();
   }
 
   private key(f: TunnelFlow): string {
     return `${f.flowId}/${f.clientIp}/${f.clientPort}/${f.vip}/${f.vipPort}`;
-  }
-
-  /**
-   * The set element. The rule copies VXLAN header bytes 4..7 (VNI, reserved
-   * byte zeroed) into the mark as they are, and the mark is a host-order
-   * integer: so the VNI appears byte-swapped on a little-endian host.
-   */
-  private element(f: TunnelFlow): string {
-    if (!Number.isInteger(f.flowId) || f.flowId < 0 || f.flowId > 0xffffff) throw new TunnelFilterError(`flowId ${f.flowId} is not a 24-bit VNI`);
-    if (!isIPv4(f.clientIp) || !isIPv4(f.vip)) throw new TunnelFilterError(`flow ${f.flowId}: addresses must be IPv4`);
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE((f.flowId << 8) >>> 0);
-    const mark = os.endianness() === 'LE' ? b.readUInt32LE(0) : b.readUInt32BE(0);
-    return `${mark} . ${f.clientIp} . ${f.vip} . ${f.clientPort} . ${f.vipPort}`;
   }
 }
