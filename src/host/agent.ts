@@ -52,6 +52,8 @@ export interface HostAgentStats {
   tunnelRefusedFlow: number;
   /** VXLAN packets refused: not from a balancer's address. */
   tunnelRefusedSender: number;
+  /** VXLAN packets refused: no tunnel metadata, or the inner frame is not a whole Ethernet/IPv4/TCP packet. */
+  tunnelRefusedMalformed: number;
   /** Health-check PINGs answered. */
   pings: number;
 }
@@ -79,7 +81,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   readonly stats: HostAgentStats = {
     datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
     refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
-    tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0,
+    tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0, tunnelRefusedMalformed: 0,
     pings: 0,
   };
   /**
@@ -137,6 +139,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       this.stats.tunnelled = c.tunnelled;
       this.stats.tunnelRefusedFlow = c.refusedFlow;
       this.stats.tunnelRefusedSender = c.refusedSender;
+      this.stats.tunnelRefusedMalformed = c.refusedMalformed;
     }
     return this.stats;
   }
