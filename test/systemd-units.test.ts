@@ -97,6 +97,7 @@ t.test('stop and reload semantics', async (t) => {
   const caps = lb.Service.CapabilityBoundingSet[0].split(/\s+/).sort();
   t.same(caps, ['CAP_IPC_LOCK', 'CAP_NET_ADMIN', 'CAP_NET_RAW']);
   t.ok(host.Service.CapabilityBoundingSet[0].split(/\s+/).includes('CAP_NET_ADMIN'), 'TCP_REPAIR needs CAP_NET_ADMIN');
+  t.ok(host.Service.CapabilityBoundingSet[0].split(/\s+/).includes('CAP_BPF'), 'the BPF tunnel check needs CAP_BPF');
   t.same(lb.Service.UnsetEnvironment, ['RUNTIME_DIRECTORY'], 'telemetry stays under /var/run/dpdk/<prefix>');
 });
 
