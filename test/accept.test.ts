@@ -209,7 +209,8 @@ if (typeof shim === 'string') {
     const h = await handshake(40600, 13000);
     shim.rotateCookieSecret(Buffer.alloc(16, 1));
     inject(pkt(40600, h.seq, h.ack, TCP_ACK, '', h.opt(1)));
-    t.equal((await events(1))[0].type, EV.ACCEPTED, 'accepted after one rotation');
+    const [acc] = await events(1);
+    t.equal(acc.type, EV.ACCEPTED, 'accepted after one rotation');
     const h2 = await handshake(40601, 14000);
     shim.rotateCookieSecret(Buffer.alloc(16, 2));
     shim.rotateCookieSecret(Buffer.alloc(16, 3));
@@ -217,6 +218,11 @@ if (typeof shim === 'string') {
     inject(pkt(40601, h2.seq, h2.ack, TCP_ACK, '', h2.opt(1)));
     await waitFor(() => total().drop_bad_cookie > b.drop_bad_cookie);
     t.equal(total().drop_bad_cookie - b.drop_bad_cookie, 1n, 'refused after two');
+    // Leave nothing behind: left in the table, the accepted connection would
+    // time out (and its RST reach the wire) during the next test's SYN flood.
+    shim.resetConnection(acc.worker, acc.connId, acc.gen);
+    const rst = parseFrame((await wire(1))[0]).tcp!;
+    t.same([rst.dstPort, rst.flags], [40600, TCP_RST | TCP_ACK], 'the accepted connection is reset');
   });
 
   t.test('100,000 SYNs: all answered, no state kept, memory flat', async (t) => {

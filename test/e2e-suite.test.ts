@@ -220,6 +220,10 @@ if (!isRoot) {
   // go straight there through the tunnel, whatever they ask for. Here /two/*
   // would route to host2 on a new connection, but on this one host1 serves it.
   t.test('keep-alive: later requests on a handed-off connection stay on its host', { skip: noCurl }, async (t) => {
+    // The earlier tests' last handoffs may not be counted yet (a client can
+    // have its whole response before the balancer takes in the host's FINAL):
+    // let them end before counting this test's one.
+    t.ok(await waitFor(() => engine().inProgress === 0, 20_000, 10), 'no earlier handoff under way');
     const s0 = engine().stats.handoffsCompleted;
     const r = await runIn(client.ns, 'curl', ['-sv', '--max-time', '10', '-w', 'connects=%{num_connects}\\n',
       `http://${VIP}/`, `http://${VIP}/two/a`, `http://${VIP}/two/b`]);

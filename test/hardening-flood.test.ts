@@ -137,6 +137,10 @@ if (!isRoot) {
       { timeoutMs: 60_000 });
     clearInterval(sampler);
     await waitFor(() => lb!.shim.acceptCount() === s0.accept, 5000, 20);
+    // The shim posts each TIMEOUT as it resets the client; the engine (in this
+    // process) may not have taken the last ones in yet: wait until it has heard
+    // all n (only these connections time out here), then compare.
+    await waitFor(() => engine().stats.clientGone - e0.clientGone >= n, 20_000, 10);
     const s1 = shimState();
     const c1 = lb!.shim.counters().total;
     t.same(r.by, { ECONNRESET: n }, `all ${n} connections (${PER} from each of ${extra.length} addresses) were reset`);

@@ -68,6 +68,15 @@ if (!isRoot) {
     const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
     return parseMetrics(await r.text());
   };
+  /**
+   * Wait until the balancer has no handoff under way (each one completed,
+   * uncertain or failed), so its counters hold every handoff made so far: a
+   * client can have its response before the balancer takes in the host's FINAL.
+   */
+  const noHandoffPending = () => waitForAsync(async () => {
+    const m = await metrics();
+    return ['host1', 'host2'].every((h) => m.get(`handoff_host_pending{host="${h}"}`) === 0);
+  }, 10_000, 50);
   const status = () => fetchStatus<Record<string, any>>(lbSock);
   const writeLb = (cfg: object | string) => fs.writeFileSync(lbFile, typeof cfg === 'string' ? cfg : YAML.stringify(cfg));
   const cli = (args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
@@ -133,6 +142,7 @@ if (!isRoot) {
     await sleep(2000);
     const during = await metrics();
     const r = await wrk;
+    t.ok(await noHandoffPending(), 'the last handoffs ended');
     const after = await metrics();
     const out = r.stdout.toString();
     t.equal(r.code, 0, 'wrk ran');
@@ -260,6 +270,8 @@ if (!isRoot) {
       writeLb(drained);
       const r = await cli(['reload', '--socket', lbSock]);
       t.match(r.out, /host host2 draining/, `reload: ${r.out.trim()}`);
+      // The keep-alive connection's handoff to host2 (and earlier ones) counted before the baseline.
+      t.ok(await noHandoffPending(), 'no handoff under way');
       const m0 = await metrics();
       t.equal(m0.get('handoff_host_draining{host="host2"}'), 1, 'handoff_host_draining{host="host2"} is 1');
       const toHost2 = m0.get('handoff_host_handoffs_total{host="host2"}');
