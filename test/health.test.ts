@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import { HealthMonitor } from '../src/controller/health';
 import { decodeDatagram, encodePing, encodePong, PongFlag } from '../src/transfer';
 import { AppCheck, HostAgent } from '../src/host';
+import { waitFor } from './lib/harness';
 
 t.test('PING and PONG round trip; a corrupted one is refused', async (t) => {
   const ping = decodeDatagram(encodePing({ session: 7, blobId: 42 }));
@@ -104,15 +105,18 @@ t.test('AppCheck: a real HTTP endpoint, up, failing, unreachable', async (t) => 
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/healthz`;
   const results: Array<[boolean, string]> = [];
   const check = new AppCheck({ url, intervalMs: 30, timeoutMs: 500, onResult: (ok, d) => results.push([ok, d]) }).start();
-  await new Promise((r) => setTimeout(r, 100));
+  // Wait for the results themselves (a loaded machine may take longer than a few intervals), not a fixed time.
+  await waitFor(() => results.length > 0, 5000, 5);
   t.same(results[0], [true, 'HTTP 200'], '200 passes');
   code = 503;
-  await new Promise((r) => setTimeout(r, 100));
+  const n = results.length;
+  await waitFor(() => results.slice(n).some(([ok]) => !ok), 5000, 5);
   t.same(results.at(-1), [false, 'HTTP 503'], '503 fails');
   check.stop();
-  server.close();
+  await new Promise<void>((r) => server.close(() => r()));
+  const m = results.length;
   const dead = new AppCheck({ url, intervalMs: 1000, timeoutMs: 200, onResult: (ok, d) => results.push([ok, d]) }).start();
-  await new Promise((r) => setTimeout(r, 150));
+  await waitFor(() => results.length > m, 5000, 5);
   dead.stop();
   t.equal(results.at(-1)![0], false, `a closed port fails (${results.at(-1)![1]})`);
   t.throws(() => new AppCheck({ url: 'https://x/', onResult: () => {} }), { code: 'ERR_APP_CHECK_URL' }, 'only http:// URLs');
