@@ -51,6 +51,13 @@ export interface HandoffEngineOptions {
    * default is 0: park as soon as the exception ring is empty.
    */
   spinUs?: number;
+  /**
+   * After asking a worker to freeze a connection, keep polling this long
+   * before parking: the worker answers within microseconds while it is still
+   * polling (it is: it just sent the connection's data), and a park and
+   * wake cost more than this wait. Default 50.
+   */
+  freezeSpinUs?: number;
   /** A mapping in CLOSING (FIN or RST seen) is removed after this. Default 10000. */
   closingTimeoutMs?: number;
   /** A mapping with no packet for this long is removed. Default 300000. */
@@ -237,6 +244,9 @@ export class HandoffEngine {
   private readonly closingTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly spinMs: number;
+  private readonly freezeSpinMs: number;
+  /** Poll (don't park) until then: a FROZEN answer is due. */
+  private spinUntil = 0;
   /** Schedules a pass of run()'s loop (stop() uses it). */
   private wakeRun?: () => void;
   private readonly onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
@@ -261,6 +271,7 @@ export class HandoffEngine {
     this.closingTimeoutMs = o.closingTimeoutMs ?? 10_000;
     this.idleTimeoutMs = o.idleTimeoutMs ?? 300_000;
     this.spinMs = (o.spinUs ?? 0) / 1000;
+    this.freezeSpinMs = (o.freezeSpinUs ?? 50) / 1000;
     const info = this.shim.portInfo(this.shimPort);
     this.lbIp = info.ip;
     this.lbMac = info.mac;
@@ -377,7 +388,8 @@ export class HandoffEngine {
         const due = this.sender.nextDeadline();
         const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
         // Busy (or asked to spin, or a timer overdue): another pass after I/O and timers had their turn.
-        if (wait <= 0 || performance.now() - lastWork < this.spinMs || !this.shim.armExceptions()) {
+        const t = performance.now();
+        if (wait <= 0 || t - lastWork < this.spinMs || t < this.spinUntil || !this.shim.armExceptions()) {
           immediate = setImmediate(pump);
           return;
         }
@@ -515,6 +527,7 @@ export class HandoffEngine {
     }
     c.state = 'freezing';
     c.freezingSince = performance.now();
+    this.spinUntil = c.freezingSince + this.freezeSpinMs;
     c.decision = d;
     c.host = host;
     c.flowId = flowId;
