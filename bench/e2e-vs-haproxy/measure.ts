@@ -27,6 +27,19 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * CPU seconds of one thread (/proc/PID/task/TID/stat); 0 once it is gone.
+ * A process's main thread has TID = PID: for `handoff lb` that is the Node
+ * thread running the control loop (the DPDK worker is an lcore thread).
+ */
+export function taskSeconds(pid: number, tid = pid): number {
+  try {
+    return statSeconds(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+  } catch {
+    return 0;
+  }
+}
+
 /** CPU seconds per thread name (threads of one name summed): where a process's time goes. */
 export function threadSeconds(pid: number): Map<string, number> {
   const out = new Map<string, number>();
@@ -67,6 +80,13 @@ export function machineCpu(): MachineCpu {
 /** Share of all cores busy between two readings (0..1). */
 export function busyShare(a: MachineCpu, b: MachineCpu): number {
   return b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0;
+}
+
+/** Per-thread CPU of several processes, by thread name (the same names summed across them). */
+export function threadSecondsOf(pids: number[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of pids) for (const [k, v] of threadSeconds(pid)) out.set(k, (out.get(k) ?? 0) + v);
+  return out;
 }
 
 /** Per-thread CPU used between two readings, largest first. */

@@ -26,6 +26,13 @@ export interface Cell {
   lbCpuUsPerRequest: number | null;
   /** The balancer's CPU seconds by thread name. */
   lbThreads: Record<string, number>;
+  /** Handoff: its control thread (the Node main thread), seconds and per request. */
+  lbCtlCpuSeconds: number | null;
+  lbCtlCpuUsPerRequest: number | null;
+  /** The hosts' processes (agent and apps), per request, and by thread name (seconds). */
+  hostsCpuUsPerRequest: number;
+  hostThreads: Record<string, number>;
+  wrkCpuUsPerRequest: number;
   /** CPU the other balancer used meanwhile, idle. */
   otherLbCpuSeconds: number;
   hostsCpuSeconds: number;
@@ -79,19 +86,28 @@ export function ratios(r: Results): Record<string, number> {
   if (h1m?.lbBytesPerRequest != null && x1m?.lbBytesPerRequest) out.e2e_lb_bytes_ratio_1mb = h1m.lbBytesPerRequest / x1m.lbBytesPerRequest;
   if (h1m && d1m) out.e2e_rps_vs_direct_1mb = h1m.rps / d1m.rps;
   if (hc && dc) out.e2e_close_vs_direct_1kb = hc.rps / dc.rps;
+  const xc = findCell(r, 'haproxy', '1k-close');
+  if (hc && xc) out.close_vs_haproxy_1kb = hc.rps / xc.rps;
+  if (hc?.lbCtlCpuUsPerRequest != null) out.lb_ctl_cpu_us_per_conn = hc.lbCtlCpuUsPerRequest;
+  if (hc && dc) out.host_extra_cpu_us_per_conn = hc.hostsCpuUsPerRequest - dc.hostsCpuUsPerRequest;
+  if (xc?.lbCpuUsPerRequest != null) out.haproxy_cpu_us_per_conn = xc.lbCpuUsPerRequest;
+  const h1 = findCell(r, 'handoff', '1k-close-c1');
+  if (h1?.lbCtlCpuUsPerRequest != null) out.lb_ctl_cpu_us_per_conn_c1 = h1.lbCtlCpuUsPerRequest;
   return out;
 }
 
 export function summaryLine(r: Results): string {
   const q = ratios(r);
-  return Object.entries(q).map(([k, v]) => `${k}=${v < 0.01 ? v.toPrecision(3) : v.toFixed(3)}`).join(' ');
+  // CPU figures in µs need no three decimals; ratios do.
+  return Object.entries(q).map(([k, v]) => `${k}=${k.includes('_us_') ? v.toFixed(1) : v < 0.01 ? v.toPrecision(3) : v.toFixed(3)}`).join(' ');
 }
 
 /** The markdown report; `brief` leaves out the explanation columns (for the terminal). */
 export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string {
   const cases = [...new Set(r.cells.map((c) => c.case))];
-  const head = ['case', 'balancer', 'req/s', 'x direct', 'rounds req/s', 'p50 ms', 'p99 ms', 'bytes via balancer / req', 'balancer CPU s', 'CPU us / req'];
-  if (!o.brief) head.push('hosts CPU s', 'wrk CPU s', 'machine busy', 'errors');
+  const head = ['case', 'balancer', 'req/s', 'x direct', 'rounds req/s', 'p50 ms', 'p99 ms', 'bytes via balancer / req', 'balancer CPU s',
+    'CPU us / req', 'control thread us / req', 'hosts CPU us / req'];
+  if (!o.brief) head.push('hosts CPU s', 'wrk CPU us / req', 'machine busy', 'errors');
   const rows: string[][] = [];
   for (const id of cases) {
     const direct = findCell(r, 'direct', id);
@@ -100,9 +116,10 @@ export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string 
         c.label, c.mode, fmtInt(c.rps), direct ? `${(c.rps / direct.rps).toFixed(2)}` : '-', c.roundsRps.join(' '), fmtMs(c.latencyUs.p50), fmtMs(c.latencyUs.p99),
         c.lbBytesPerRequest === null ? '-' : fmtBytes(c.lbBytesPerRequest),
         c.lbCpuSeconds === null ? '-' : c.lbCpuSeconds.toFixed(2), c.lbCpuUsPerRequest === null ? '-' : fmtInt(c.lbCpuUsPerRequest),
+        c.lbCtlCpuUsPerRequest == null ? '-' : fmtInt(c.lbCtlCpuUsPerRequest), fmtInt(c.hostsCpuUsPerRequest ?? NaN),
       ];
       if (!o.brief) {
-        row.push(c.hostsCpuSeconds.toFixed(2), Number.isFinite(c.wrkCpuSeconds) ? c.wrkCpuSeconds.toFixed(2) : '-',
+        row.push(c.hostsCpuSeconds.toFixed(2), Number.isFinite(c.wrkCpuUsPerRequest) ? fmtInt(c.wrkCpuUsPerRequest) : '-',
           `${Math.round(c.machineBusy * 100)}%`, String(c.errors));
       }
       rows.push(row);
@@ -115,6 +132,9 @@ export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string 
   const threads = r.cells.filter((c) => Object.keys(c.lbThreads).length)
     .map((c) => `- ${c.mode}, ${c.label}: ${Object.entries(c.lbThreads).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}` +
       (c.handoffs ? `; handoffs ${fmtInt(c.handoffs.completed)} completed, ${c.handoffs.failed} failed` : ''));
+  const hostThreads = r.cells.filter((c) => c.hostThreads && Object.keys(c.hostThreads).length)
+    .map((c) => `- ${c.mode}, ${c.label}: ${Object.entries(c.hostThreads).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}` +
+      ` (${fmtInt(c.requests)} requests)`);
   return [
     '# End to end: Handoff vs HAProxy vs direct',
     '',
@@ -133,8 +153,11 @@ export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string 
     `Handoff over HAProxy at 1 MB: requests/s ${fmt('e2e_rps_ratio_1mb')}, bytes via the balancer per request ${fmt('e2e_lb_bytes_ratio_1mb')}. ` +
       `Handoff over direct: 1 MB ${fmt('e2e_rps_vs_direct_1mb')}, 1 KB Connection: close ${fmt('e2e_close_vs_direct_1kb')}.`,
     '',
-    'Balancer CPU by thread:',
+    'Balancer CPU by thread (/proc/PID/task/TID/stat over the measured windows; Handoff\'s control thread is its main thread, `node`, the DPDK worker `lcore-worker-N`):',
     ...threads,
+    '',
+    'Hosts\' CPU by thread (both host processes: agent and apps):',
+    ...hostThreads,
     '',
     `\`${summaryLine(r)}\``,
     '',

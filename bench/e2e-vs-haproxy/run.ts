@@ -8,7 +8,8 @@
 //            keep-alive and connection reuse to the servers.
 // Every column reaches the same one server (host2's app; see ROUTE in setup.ts).
 // Rows (cases): GET /bytes/N for 1 KB, 100 KB, 1 MB over keep-alive connections,
-// and 1 KB with `Connection: close` (a new connection, so one handoff, per request).
+// and 1 KB with `Connection: close` (a new connection, so one handoff, per request),
+// with --connections and with one connection at a time (a moderate handoff rate).
 // Per case: a warm-up per column, then --rounds rounds in which the columns take
 // turns for --seconds each, so load from elsewhere on a shared machine falls on
 // all of them alike. Per cell: requests/s (all rounds' requests over their time),
@@ -16,20 +17,29 @@
 // (rx+tx on its veth at the bridge, counted the same way for both), balancer CPU
 // seconds (/proc/PID/stat utime+stime, all threads), and, to explain them, the
 // hosts' and wrk's CPU, the balancer's CPU by thread and the machine's busy share.
+// CPU is read per thread from /proc/PID/task/TID/stat over each measured window
+// (CPU per request holds on a shared machine where requests/s does not): the
+// balancer's control thread (its main thread) apart from its DPDK worker, the
+// hosts' processes (agent and app in one process) by thread, wrk.
 //
 // Both balancers get 2 cores (CPUs 0-1), the whole of a 2-core machine:
 // Handoff's EAL lcores 0,1 (control thread on CPU 0, one worker on CPU 1, as
 // in configs/demo.yaml); HAProxy nbthread 2, cpu-map to CPUs 0 and 1 (--cpus).
 //
 // Options: --seconds 3 --rounds 3 --warmup 1 --connections 16 --threads 1 (wrk)
-//          --modes direct,handoff,haproxy --cases 1k,100k,1m,1k-close
+//          --modes direct,handoff,haproxy --cases 1k,100k,1m,1k-close,1k-close-c1
 //          --cpus 0,1 (HAProxy threads; Handoff's lcores come from configs/demo.yaml)
 //          --out bench/results
 //          --profile DIR (V8 CPU profiles of `handoff lb` and the hosts' node into DIR;
 //                         summarise with node dist/bench/handoff/profile.js FILE)
 // Writes e2e-vs-haproxy.{json,md,svg} to --out. Last line:
 //   e2e_rps_ratio_1mb=R e2e_lb_bytes_ratio_1mb=B e2e_rps_vs_direct_1mb=D e2e_close_vs_direct_1kb=K
-// (R, B: Handoff over HAProxy, B per request; D, K: Handoff over direct).
+//   close_vs_haproxy_1kb=H lb_ctl_cpu_us_per_conn=C host_extra_cpu_us_per_conn=X
+//   haproxy_cpu_us_per_conn=P lb_ctl_cpu_us_per_conn_c1=C1
+// (R, B, H: Handoff over HAProxy, B per request; D, K: Handoff over direct; C:
+// the balancer's control thread per handoff in the 1 KB close cell, C1 the
+// same one connection at a time; X: the hosts' CPU per connection through
+// Handoff minus through direct, same app; P: HAProxy's CPU per connection).
 // Exit 1 when a cell had errors (the line is still printed) or the run failed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -38,7 +48,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fetchStatus } from '../../src/controller/control';
 import { killAll, killChildrenOnExit, live } from '../lib/processes';
-import { busyShare, cpuSeconds, ifaceBytes, machineCpu, threadDelta, threadSeconds } from './measure';
+import { busyShare, cpuSeconds, ifaceBytes, machineCpu, taskSeconds, threadDelta, threadSeconds, threadSecondsOf } from './measure';
 import { fmtBytes, renderMarkdown, summaryLine, type Cell, type Results } from './report';
 import { renderSvg } from './plot';
 import { BenchWorld, HAPROXY_VIP, PLAIN_PORT, ROUTE, VIP, type Running } from './setup';
@@ -54,7 +64,9 @@ export const CASES = {
   '100k': { label: '100 KB keep-alive', bytes: 100 * 1024, close: false },
   '1m': { label: '1 MB keep-alive', bytes: 1024 * 1024, close: false },
   '1k-close': { label: '1 KB Connection: close', bytes: 1024, close: true },
-} as const;
+  // One connection at a time: handoffs at a moderate rate, where a control loop that spins costs the most per handoff.
+  '1k-close-c1': { label: '1 KB Connection: close, 1 connection', bytes: 1024, close: true, connections: 1 },
+} as const satisfies Record<string, { label: string; bytes: number; close: boolean; connections?: number }>;
 export type CaseId = keyof typeof CASES;
 export const MODES = ['direct', 'handoff', 'haproxy'] as const;
 export type Mode = (typeof MODES)[number];
@@ -112,7 +124,11 @@ interface Sample {
   lbBytes: number;
   lbCpu: number;
   lbThreads: Record<string, number>;
+  /** Handoff: the balancer's main (Node, control-loop) thread alone. */
+  lbCtlCpu: number;
   hostsCpu: number;
+  /** The hosts' processes (agent and apps) by thread name. */
+  hostThreads: Record<string, number>;
   /** CPU the other balancer used meanwhile (idle cost). */
   otherLbCpu: number;
   machineBusy: number;
@@ -135,7 +151,8 @@ function url(world: BenchWorld, mode: Mode, bytes: number): string {
 function wrkOptions(world: BenchWorld, o: Options, mode: Mode, id: CaseId, dir: string) {
   const c = CASES[id];
   const headers = [`Host: ${ROUTE.hostHeader}`, ...(c.close ? ['Connection: close'] : [])];
-  return { ns: world.client.ns, url: url(world, mode, c.bytes), connections: o.connections, threads: o.threads, headers, dir };
+  const connections = 'connections' in c ? c.connections : o.connections;
+  return { ns: world.client.ns, url: url(world, mode, c.bytes), connections, threads: Math.min(o.threads, connections), headers, dir };
 }
 
 async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs: Balancers, dir: string): Promise<Sample> {
@@ -147,6 +164,9 @@ async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs
   const lbCpu0 = lb ? cpuSeconds(lb.pid) : 0;
   const otherCpu0 = other ? cpuSeconds(other.pid) : 0;
   const threads0 = lb ? threadSeconds(lb.pid) : new Map<string, number>();
+  const ctl0 = lb ? taskSeconds(lb.pid) : 0;
+  const hostPids = world.hostProcs.map((h) => h.pid);
+  const hostThreads0 = threadSecondsOf(hostPids);
   const wire = mode === 'direct' ? undefined : world.wire[mode];
   const bytes0 = wire ? ifaceBytes(wire) : 0;
   const m0 = machineCpu();
@@ -159,6 +179,8 @@ async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs
     lbBytes: wire ? ifaceBytes(wire) - bytes0 : 0,
     lbCpu: lb ? cpuSeconds(lb.pid) - lbCpu0 : 0,
     lbThreads: lb ? threadDelta(threads0, threadSeconds(lb.pid)) : {},
+    lbCtlCpu: lb ? taskSeconds(lb.pid) - ctl0 : 0,
+    hostThreads: threadDelta(hostThreads0, threadSecondsOf(hostPids)),
     otherLbCpu: other ? cpuSeconds(other.pid) - otherCpu0 : 0,
     hostsCpu: world.hostProcs.reduce((sum, h, i) => sum + cpuSeconds(h.pid) - hostCpu0[i], 0),
     handoffs: mode === 'handoff'
@@ -192,6 +214,10 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[]): Cell {
   const lbBytes = sum((x) => x.lbBytes);
   const threads: Record<string, number> = {};
   for (const x of ss) for (const [k, v] of Object.entries(x.lbThreads)) threads[k] = Math.round(((threads[k] ?? 0) + v) * 100) / 100;
+  const hostThreads: Record<string, number> = {};
+  for (const x of ss) for (const [k, v] of Object.entries(x.hostThreads)) hostThreads[k] = Math.round(((hostThreads[k] ?? 0) + v) * 100) / 100;
+  const lbCtl = sum((x) => x.lbCtlCpu);
+  const perRequest = (s: number) => (s * 1e6) / Math.max(1, requests);
   const errorsBy: Record<string, number> = {};
   for (const x of ss) for (const [k, v] of Object.entries(x.wrk.errors)) errorsBy[k] = (errorsBy[k] ?? 0) + v;
   const hasLb = mode !== 'direct';
@@ -206,7 +232,10 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[]): Cell {
     },
     errors: Object.values(errorsBy).reduce((a, b) => a + b, 0), errorsBy, clientBytes: sum((x) => x.wrk.bytes),
     lbBytes: hasLb ? lbBytes : null, lbBytesPerRequest: hasLb ? lbBytes / Math.max(1, requests) : null,
-    lbCpuSeconds: hasLb ? lbCpu : null, lbCpuUsPerRequest: hasLb ? (lbCpu * 1e6) / Math.max(1, requests) : null, lbThreads: threads,
+    lbCpuSeconds: hasLb ? lbCpu : null, lbCpuUsPerRequest: hasLb ? perRequest(lbCpu) : null, lbThreads: threads,
+    lbCtlCpuSeconds: mode === 'handoff' ? lbCtl : null, lbCtlCpuUsPerRequest: mode === 'handoff' ? perRequest(lbCtl) : null,
+    hostsCpuUsPerRequest: perRequest(sum((x) => x.hostsCpu)), hostThreads,
+    wrkCpuUsPerRequest: perRequest(sum((x) => x.wrk.cpuSeconds)),
     otherLbCpuSeconds: sum((x) => x.otherLbCpu),
     hostsCpuSeconds: sum((x) => x.hostsCpu), wrkCpuSeconds: sum((x) => x.wrk.cpuSeconds),
     machineBusy: sum((x) => x.machineBusy * x.wrk.durationUs) / sum((x) => x.wrk.durationUs), loadavg1: median(ss.map((x) => x.load)),
@@ -221,6 +250,8 @@ function describe(cell: Cell): string {
     `p99 ${(cell.latencyUs.p99 / 1000).toFixed(2)} ms` +
     (cell.lbBytesPerRequest !== null ? `  lb ${fmtBytes(cell.lbBytesPerRequest)}/req` : '') +
     (cell.lbCpuUsPerRequest !== null ? `  lb cpu ${Math.round(cell.lbCpuUsPerRequest)} us/req` : '') +
+    (cell.lbCtlCpuUsPerRequest !== null ? ` (control thread ${Math.round(cell.lbCtlCpuUsPerRequest)})` : '') +
+    `  hosts cpu ${Math.round(cell.hostsCpuUsPerRequest)} us/req` +
     (cell.errors ? `  ERRORS ${JSON.stringify(cell.errorsBy)}` : '') + `  (load ${cell.loadavg1.toFixed(1)})`;
 }
 

@@ -103,6 +103,10 @@ export interface EngineStats {
   hostClosed: number;
   /** Handoffs whose FROZEN answer never came (lost on a full exception ring): their mapping and flow ID were freed. */
   freezeLost: number;
+  /** Passes of the control loop (step() calls): what the loop costs besides the events themselves. */
+  passes: number;
+  /** Times the loop parked (armed the wake-up pipe and went back to the event loop). */
+  parks: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
@@ -201,7 +205,7 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
-    freezeLost: 0,
+    freezeLost: 0, passes: 0, parks: 0,
   };
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
@@ -393,6 +397,7 @@ export class HandoffEngine {
           immediate = setImmediate(pump);
           return;
         }
+        this.stats.parks++;
         timer = setTimeout(pump, Math.max(1, Math.ceil(wait)));
       };
       const wake = () => {
@@ -421,6 +426,7 @@ export class HandoffEngine {
   step(): number {
     let n: number;
     let total = 0;
+    this.stats.passes++;
     do {
       n = this.shim.exceptionBurst(this.rx);
       for (let i = 0; i < n; i++) {
