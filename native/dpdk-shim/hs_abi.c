@@ -3,40 +3,10 @@
  * as JSON, so the koffi declarations can be checked against the compiler.
  */
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "handoff_shim.h"
-
-struct out {
-	char *buf;
-	size_t len;
-	size_t used;
-};
-
-static void put(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-	char *dst = o->used < o->len ? o->buf + o->used : NULL;
-	size_t room = o->used < o->len ? o->len - o->used : 0;
-	va_start(ap, fmt);
-	int n = vsnprintf(dst, room, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		o->used += (size_t)n;
-}
-
-#define STRUCT(o, first, T, FIELDS)                                                     \
-	do {                                                                            \
-		typedef struct T S_;                                                    \
-		put(o, "%s\"" #T "\":{\"size\":%zu,\"fields\":{", first ? "" : ",",    \
-		    sizeof(S_));                                                        \
-		int f_ = 0;                                                             \
-		FIELDS                                                                  \
-		put(o, "}}");                                                           \
-	} while (0)
-#define F(name) put(o_, "%s\"" #name "\":%zu", f_++ ? "," : "", offsetof(S_, name));
+#include "abi_json.h"
 
 int hs_abi_layout(char *buf, size_t len)
 {

@@ -596,14 +596,8 @@ int hs_exc_wait(uint32_t timeout_ms)
 {
 	if (!hs.running)
 		return hs_fail(-ENOTCONN, "shim not running");
-	if (rte_ring_count(hs.exc))
+	if (hs_exc_arm() == 1)
 		return 1;
-	__atomic_store_n(&hs.exc_waiting, 1, __ATOMIC_SEQ_CST);
-	/* Re-check after announcing ourselves: a worker that enqueued in between saw no waiter. */
-	if (rte_ring_count(hs.exc)) {
-		__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
-		return 1;
-	}
 	struct pollfd pfd = { .fd = hs.exc_pipe[0], .events = POLLIN };
 	int rc = poll(&pfd, 1, (int)timeout_ms);
 	__atomic_store_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST);
