@@ -10,7 +10,6 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import koffi from 'koffi';
 import {
   HOST_ABI_VERSION, InjectStep, hostAbiConstants, hostAbiStructs, hostAbiVersion, hostLastError, injectFailure,
   nativeInject, readHostAbiLayout, type HostConn,
