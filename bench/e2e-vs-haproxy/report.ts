@@ -1,21 +1,6 @@
 // The e2e bench's results: their shape (written as JSON), the markdown table
 // and the last line.
 
-/** CPU of one group of a process's threads in a cell, summed over its rounds' measured windows. */
-export interface ThreadCpu {
-  /** 'handoff lb', 'haproxy', 'host1', 'host2' (agent and app in one process), 'wrk'. */
-  process: string;
-  /** 'all threads', 'control thread (main)', 'rte-worker-1 (DPDK worker)', 'other threads', 'thread 2', ... */
-  thread: string;
-  /** Threads in the group (most seen in one window), and their names (comm). */
-  threads: number;
-  names: string[];
-  seconds: number;
-  usPerRequest: number;
-  /** Connection: close cells (one connection per request); null for keep-alive. */
-  usPerConnection: number | null;
-}
-
 export interface Cell {
   mode: 'direct' | 'handoff' | 'haproxy';
   case: string;
@@ -27,12 +12,6 @@ export interface Cell {
   roundsRps: number[];
   requests: number;
   seconds: number;
-  /** Connections wrk opened: one per request with Connection: close, else -c per round. */
-  connections?: number;
-  /** Wall time the CPU figures cover: snapshot before wrk starts to snapshot after it exits, over all rounds. */
-  windowSeconds?: number;
-  /** CPU by process and thread group (/proc/PID/task/TID/stat; wrk's from its own done() hook). */
-  threadCpu?: ThreadCpu[];
   /** Medians of the rounds' percentiles (wrk's); max over all. */
   latencyUs: { p50: number; p90: number; p99: number; max: number };
   /** wrk's errors (connect, read, write, non-2xx status, timeout), summed and by kind. */
@@ -78,8 +57,6 @@ export interface Results {
   haproxyVersion: string;
   /** Per balancer: its CPU while the other balancer was measured, over that time (cores). */
   idleLbCpuShare: Record<string, number>;
-  /** The host every column reaches (ROUTE): host_extra_cpu_us_per_conn compares its process. */
-  routeHost?: string;
   cells: Cell[];
 }
 
@@ -112,13 +89,7 @@ export function ratios(r: Results): Record<string, number> {
   const xc = findCell(r, 'haproxy', '1k-close');
   if (hc && xc) out.close_vs_haproxy_1kb = hc.rps / xc.rps;
   if (hc?.lbCtlCpuUsPerRequest != null) out.lb_ctl_cpu_us_per_conn = hc.lbCtlCpuUsPerRequest;
-  // The same app's process (agent and app), through Handoff and direct; both hosts when the cells lack the table.
-  const hostUs = (c: Cell) => c.threadCpu?.find((x) => x.process === r.routeHost && x.thread === 'all threads')?.usPerRequest;
-  if (hc && dc) {
-    const [h, d] = [hostUs(hc), hostUs(dc)];
-    const x = h !== undefined && d !== undefined ? h - d : hc.hostsCpuUsPerRequest - dc.hostsCpuUsPerRequest;
-    if (Number.isFinite(x)) out.host_extra_cpu_us_per_conn = x;
-  }
+  if (hc && dc) out.host_extra_cpu_us_per_conn = hc.hostsCpuUsPerRequest - dc.hostsCpuUsPerRequest;
   if (xc?.lbCpuUsPerRequest != null) out.haproxy_cpu_us_per_conn = xc.lbCpuUsPerRequest;
   const h1 = findCell(r, 'handoff', '1k-close-c1');
   if (h1?.lbCtlCpuUsPerRequest != null) out.lb_ctl_cpu_us_per_conn_c1 = h1.lbCtlCpuUsPerRequest;
@@ -129,16 +100,6 @@ export function summaryLine(r: Results): string {
   const q = ratios(r);
   // CPU figures in µs need no three decimals; ratios do.
   return Object.entries(q).map(([k, v]) => `${k}=${k.includes('_us_') ? v.toFixed(1) : v < 0.01 ? v.toPrecision(3) : v.toFixed(3)}`).join(' ');
-}
-
-/** CPU by process and thread of some cells as a markdown table (µs per connection in close cells only). */
-export function renderThreadTable(cells: Cell[]): string {
-  const head = ['case', 'column', 'process', 'threads', 'names', 'CPU s', 'µs / request', 'µs / connection'];
-  const rows = cells.flatMap((c) => (c.threadCpu ?? []).map((t) => [
-    c.label, c.mode, t.process, t.thread === 'all threads' ? `**${t.thread}** (${t.threads})` : `${t.thread}${t.threads > 1 ? ` (${t.threads})` : ''}`,
-    t.names.join(', '), t.seconds.toFixed(2), fmtInt(t.usPerRequest), t.usPerConnection === null ? '-' : fmtInt(t.usPerConnection),
-  ]));
-  return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 5 ? '---' : '---:')).join('|')}|`, ...rows.map((x) => `| ${x.join(' | ')} |`)].join('\n');
 }
 
 /** The markdown report; `brief` leaves out the explanation columns (for the terminal). */
@@ -168,13 +129,12 @@ export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string 
   if (o.brief) return table.join('\n');
   const q = ratios(r);
   const fmt = (k: string) => (q[k] === undefined ? 'n/a' : q[k].toFixed(3));
-  // Results without the per-thread table (older runs): the balancer's threads by name, as they were written.
-  const threads = r.cells.filter((c) => !c.threadCpu && Object.keys(c.lbThreads).length)
-    .map((c) => `- ${c.mode}, ${c.label}: ${Object.entries(c.lbThreads).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}`);
-  const handoffs = r.cells.filter((c) => c.handoffs)
-    .map((c) => `- ${c.label}: ${fmtInt(c.handoffs!.completed)} completed, ${c.handoffs!.failed} failed (${fmtInt(c.requests)} requests)`);
-  const perWindow = r.cells.filter((c) => c.windowSeconds).map((c) => c.windowSeconds! / Math.max(1, c.roundsRps.length));
-  const windows = perWindow.length ? `${Math.min(...perWindow).toFixed(2)}-${Math.max(...perWindow).toFixed(2)}` : '?';
+  const threads = r.cells.filter((c) => Object.keys(c.lbThreads).length)
+    .map((c) => `- ${c.mode}, ${c.label}: ${Object.entries(c.lbThreads).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}` +
+      (c.handoffs ? `; handoffs ${fmtInt(c.handoffs.completed)} completed, ${c.handoffs.failed} failed` : ''));
+  const hostThreads = r.cells.filter((c) => c.hostThreads && Object.keys(c.hostThreads).length)
+    .map((c) => `- ${c.mode}, ${c.label}: ${Object.entries(c.hostThreads).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}` +
+      ` (${fmtInt(c.requests)} requests)`);
   return [
     '# End to end: Handoff vs HAProxy vs direct',
     '',
@@ -193,21 +153,12 @@ export function renderMarkdown(r: Results, o: { brief?: boolean } = {}): string 
     `Handoff over HAProxy at 1 MB: requests/s ${fmt('e2e_rps_ratio_1mb')}, bytes via the balancer per request ${fmt('e2e_lb_bytes_ratio_1mb')}. ` +
       `Handoff over direct: 1 MB ${fmt('e2e_rps_vs_direct_1mb')}, 1 KB Connection: close ${fmt('e2e_close_vs_direct_1kb')}.`,
     '',
-    'Handoffs:',
-    ...handoffs,
+    'Balancer CPU by thread (/proc/PID/task/TID/stat over the measured windows; Handoff\'s control thread is its main thread, `node`, the DPDK worker `lcore-worker-N`):',
+    ...threads,
     '',
-    ...(threads.length ? ['Balancer CPU by thread name:', ...threads, ''] : []),
-    ...(!r.cells.some((c) => c.threadCpu) ? [] : ['## CPU by process and thread',
+    'Hosts\' CPU by thread (both host processes: agent and apps):',
+    ...hostThreads,
     '',
-    '`/proc/PID/task/TID/stat` (utime+stime; clock ticks, 10 ms at USER_HZ 100) from just before wrk starts to just after it exits, ' +
-      `summed over the rounds (windows of ${windows} s each for wrk -d ${r.options.seconds} s), over wrk's completed requests. ` +
-      'Per connection in the Connection: close cells only (one connection per request); ' +
-      'keep-alive cells reuse -c connections, so read them per request. Handoff\'s control thread is its main thread (Node, running the engine); ' +
-      'its DPDK worker is an lcore thread (rte-worker-N); its other threads are V8\'s and libuv\'s (also named node) and EAL\'s. ' +
-      'A host is one process (host.ts): agent and app share its main thread. wrk\'s threads are read by its done() hook.',
-    '',
-    renderThreadTable(r.cells),
-    '']),
     `\`${summaryLine(r)}\``,
     '',
   ].filter((l, i, a) => !(l === '' && a[i - 1] === '')).join('\n');

@@ -18,21 +18,16 @@
 // seconds (/proc/PID/stat utime+stime, all threads), and, to explain them, the
 // hosts' and wrk's CPU, the balancer's CPU by thread and the machine's busy share.
 // CPU is read per thread from /proc/PID/task/TID/stat over each measured window
-// (CPU per request holds on a shared machine where requests/s does not;
-// bench/lib/thread-cpu.ts): the balancer's control thread (its main thread)
-// apart from its DPDK worker(s) and its other threads, HAProxy's threads one by
-// one, each host's process (agent and app in one process) by thread, wrk's
-// main and worker threads (its done() hook reads /proc/self). Summed over the
-// rounds, per request, and per connection in the close cases (one connection
-// per request); the markdown and JSON carry the table, the terminal shows it
-// for the close cells. `--cases close` runs just those (1k-close, 1k-close-c1).
+// (CPU per request holds on a shared machine where requests/s does not): the
+// balancer's control thread (its main thread) apart from its DPDK worker, the
+// hosts' processes (agent and app in one process) by thread, wrk.
 //
 // Both balancers get 2 cores (CPUs 0-1), the whole of a 2-core machine:
 // Handoff's EAL lcores 0,1 (control thread on CPU 0, one worker on CPU 1, as
 // in configs/demo.yaml); HAProxy nbthread 2, cpu-map to CPUs 0 and 1 (--cpus).
 //
 // Options: --seconds 3 --rounds 3 --warmup 1 --connections 16 --threads 1 (wrk)
-//          --modes direct,handoff,haproxy --cases 1k,100k,1m,1k-close,1k-close-c1 (close: both close cases)
+//          --modes direct,handoff,haproxy --cases 1k,100k,1m,1k-close,1k-close-c1
 //          --cpus 0,1 (HAProxy threads; Handoff's lcores come from configs/demo.yaml)
 //          --out bench/results
 //          --profile DIR (V8 CPU profiles of `handoff lb` and the hosts' node into DIR;
@@ -43,8 +38,8 @@
 //   haproxy_cpu_us_per_conn=P lb_ctl_cpu_us_per_conn_c1=C1
 // (R, B, H: Handoff over HAProxy, B per request; D, K: Handoff over direct; C:
 // the balancer's control thread per handoff in the 1 KB close cell, C1 the
-// same one connection at a time; X: host2's process (agent and app) per
-// connection through Handoff minus through direct; P: HAProxy's CPU per connection).
+// same one connection at a time; X: the hosts' CPU per connection through
+// Handoff minus through direct, same app; P: HAProxy's CPU per connection).
 // Exit 1 when a cell had errors (the line is still printed) or the run failed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -53,9 +48,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fetchStatus } from '../../src/controller/control';
 import { killAll, killChildrenOnExit, live } from '../lib/processes';
-import { diffSnapshots, groupThreads, isDpdkWorker, snapshot, type ProcDelta, type ThreadDelta } from '../lib/thread-cpu';
-import { busyShare, ifaceBytes, machineCpu } from './measure';
-import { fmtBytes, renderMarkdown, renderThreadTable, summaryLine, type Cell, type Results, type ThreadCpu } from './report';
+import { busyShare, cpuSeconds, ifaceBytes, machineCpu, taskSeconds, threadDelta, threadSeconds, threadSecondsOf } from './measure';
+import { fmtBytes, renderMarkdown, summaryLine, type Cell, type Results } from './report';
 import { renderSvg } from './plot';
 import { BenchWorld, HAPROXY_VIP, PLAIN_PORT, ROUTE, VIP, type Running } from './setup';
 import { runWrk, type WrkResult } from './wrk';
@@ -74,8 +68,6 @@ export const CASES = {
   '1k-close-c1': { label: '1 KB Connection: close, 1 connection', bytes: 1024, close: true, connections: 1 },
 } as const satisfies Record<string, { label: string; bytes: number; close: boolean; connections?: number }>;
 export type CaseId = keyof typeof CASES;
-/** Names for several cases in --cases: `--cases close` runs just the close cells (-c16 and one at a time). */
-const CASE_GROUPS: Record<string, CaseId[]> = { close: ['1k-close', '1k-close-c1'] };
 export const MODES = ['direct', 'handoff', 'haproxy'] as const;
 export type Mode = (typeof MODES)[number];
 
@@ -108,12 +100,9 @@ function parseOptions(): Options {
     return v;
   };
   const list = <T extends string>(k: 'modes' | 'cases', allowed: readonly string[]) => {
-    const l = [...new Set(values[k]!.split(',').filter(Boolean).flatMap((x) => (k === 'cases' && x in CASE_GROUPS ? CASE_GROUPS[x] : [x])))];
+    const l = values[k]!.split(',').filter(Boolean);
     const bad = l.filter((x) => !allowed.includes(x));
-    if (!l.length || bad.length) {
-      const groups = k === 'cases' ? ` or ${Object.keys(CASE_GROUPS).join(', ')}` : '';
-      throw new BenchError(`--${k}: a comma-separated subset of ${allowed.join(',')}${groups} (got '${values[k]}')`);
-    }
+    if (!l.length || bad.length) throw new BenchError(`--${k}: a comma-separated subset of ${allowed.join(',')} (got '${values[k]}')`);
     return l as T[];
   };
   const cpus = values.cpus!.split(',').map(Number);
@@ -129,43 +118,6 @@ function parseOptions(): Options {
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const loadavg = () => os.loadavg().map((x) => Math.round(x * 100) / 100);
 
-/** One thread group's CPU in one window: a process, a group of its threads, µs. */
-interface ThreadSample {
-  process: string;
-  thread: string;
-  us: number;
-  threads: number;
-  names: string[];
-}
-
-const CTL = 'control thread (main)';
-const ALL = 'all threads';
-/**
- * The process's time less its live threads': threads that ended in the window,
- * and rounding (the kernel rounds each thread's time and the process's apart,
- * so up to a tick per thread per reading).
- */
-const UNATTRIBUTED = 'unattributed (ended threads, rounding)';
-
-/**
- * A process's threads in the groups the report shows: Handoff's control thread
- * (its main thread, where Node runs the engine) apart from its DPDK workers
- * and everything else (V8 and libuv threads, EAL's interrupt thread...);
- * HAProxy's threads one by one; a host's main thread (agent and app share
- * its event loop) apart from the rest.
- */
-function threadGroups(process: string, kind: 'handoff' | 'haproxy' | 'host', d: ProcDelta): ThreadSample[] {
-  const order = [...d.threads].sort((a, b) => a.tid - b.tid);
-  const role = (t: ThreadDelta): string => {
-    if (kind === 'handoff') return t.main ? CTL : isDpdkWorker(t.comm) ? `${t.comm} (DPDK worker)` : 'other threads';
-    if (kind === 'haproxy') return `thread ${order.indexOf(t) + 1}${t.main ? ' (main)' : ''}`;
-    return t.main ? 'main thread (agent + app)' : 'other threads';
-  };
-  const rows = Object.entries(groupThreads(d, role)).map(([thread, g]) =>
-    ({ process, thread: thread === 'exited' ? UNATTRIBUTED : thread, us: g.us, threads: g.threads, names: g.names }));
-  return [{ process, thread: ALL, us: d.us, threads: d.threads.length, names: [] }, ...rows];
-}
-
 /** One wrk window of one column, with what the bench reads around it. */
 interface Sample {
   wrk: WrkResult;
@@ -177,10 +129,6 @@ interface Sample {
   hostsCpu: number;
   /** The hosts' processes (agent and apps) by thread name. */
   hostThreads: Record<string, number>;
-  /** CPU of the column's processes by thread group (balancer, hosts, wrk), µs. */
-  threadCpu: ThreadSample[];
-  /** Wall time from the first CPU snapshot to the last: the window the CPU figures cover. */
-  windowSeconds: number;
   /** CPU the other balancer used meanwhile (idle cost). */
   otherLbCpu: number;
   machineBusy: number;
@@ -200,16 +148,10 @@ function url(world: BenchWorld, mode: Mode, bytes: number): string {
   return `http://${host}/bytes/${bytes}`;
 }
 
-/** wrk's -c in a case (the case's own, else --connections). */
-function wrkConnections(id: CaseId, o: Options): number {
-  const c = CASES[id];
-  return 'connections' in c ? c.connections : o.connections;
-}
-
 function wrkOptions(world: BenchWorld, o: Options, mode: Mode, id: CaseId, dir: string) {
   const c = CASES[id];
   const headers = [`Host: ${ROUTE.hostHeader}`, ...(c.close ? ['Connection: close'] : [])];
-  const connections = wrkConnections(id, o);
+  const connections = 'connections' in c ? c.connections : o.connections;
   return { ns: world.client.ns, url: url(world, mode, c.bytes), connections, threads: Math.min(o.threads, connections), headers, dir };
 }
 
@@ -218,45 +160,29 @@ async function sample(world: BenchWorld, o: Options, mode: Mode, id: CaseId, lbs
   const other = mode === 'handoff' ? lbs.haproxy : mode === 'haproxy' ? lbs.handoff : undefined;
   const status = async () => (mode === 'handoff' ? flatCounters(await fetchStatus<Record<string, any>>(lbs.handoff!.socket)) : {});
   const e0 = await status();
-  const pids = [lb?.pid, other?.pid, ...world.hostProcs.map((h) => h.pid)].filter((p): p is number => p !== undefined);
-  const t0 = process.hrtime.bigint();
-  const cpu0 = snapshot(pids);
+  const hostCpu0 = world.hostProcs.map((h) => cpuSeconds(h.pid));
+  const lbCpu0 = lb ? cpuSeconds(lb.pid) : 0;
+  const otherCpu0 = other ? cpuSeconds(other.pid) : 0;
+  const threads0 = lb ? threadSeconds(lb.pid) : new Map<string, number>();
+  const ctl0 = lb ? taskSeconds(lb.pid) : 0;
+  const hostPids = world.hostProcs.map((h) => h.pid);
+  const hostThreads0 = threadSecondsOf(hostPids);
   const wire = mode === 'direct' ? undefined : world.wire[mode];
   const bytes0 = wire ? ifaceBytes(wire) : 0;
   const m0 = machineCpu();
   const load = os.loadavg()[0];
-  const wo = wrkOptions(world, o, mode, id, dir);
-  const wrk = await runWrk({ ...wo, seconds: o.seconds });
-  const cpu = diffSnapshots(cpu0, snapshot(pids));
-  const windowSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const wrk = await runWrk({ ...wrkOptions(world, o, mode, id, dir), seconds: o.seconds });
   const m1 = machineCpu();
   const e1 = await status();
-  const none: ProcDelta = { pid: 0, us: 0, threads: [], exitedUs: 0 };
-  const of = (pid: number | undefined) => (pid === undefined ? none : cpu.get(pid) ?? none);
-  const threadCpu: ThreadSample[] = [];
-  if (lb) threadCpu.push(...threadGroups(lb.name, mode === 'handoff' ? 'handoff' : 'haproxy', of(lb.pid)));
-  for (const h of world.hostProcs) threadCpu.push(...threadGroups(h.name, 'host', of(h.pid)));
-  if (wrk.cpuUs) {
-    threadCpu.push({ process: 'wrk', thread: ALL, us: wrk.cpuUs.main + wrk.cpuUs.workers, threads: 1 + wo.threads, names: [] },
-      { process: 'wrk', thread: 'main thread', us: wrk.cpuUs.main, threads: 1, names: ['wrk'] },
-      { process: 'wrk', thread: 'worker threads', us: wrk.cpuUs.workers, threads: wo.threads, names: ['wrk'] });
-  }
-  // By thread name, as before (a Node process's threads are all called node: the control thread is the main one, CTL above).
-  const byName = (ds: ProcDelta[]) => {
-    const m: Record<string, number> = {};
-    for (const d of ds) for (const t of d.threads) m[t.comm] = (m[t.comm] ?? 0) + t.us / 1e6;
-    return Object.fromEntries(Object.entries(m).filter(([, v]) => v > 0.005).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Math.round(v * 100) / 100]));
-  };
-  const hostDeltas = world.hostProcs.map((h) => of(h.pid));
   return {
-    wrk, load, machineBusy: busyShare(m0, m1), threadCpu, windowSeconds,
+    wrk, load, machineBusy: busyShare(m0, m1),
     lbBytes: wire ? ifaceBytes(wire) - bytes0 : 0,
-    lbCpu: of(lb?.pid).us / 1e6,
-    lbThreads: lb ? byName([of(lb.pid)]) : {},
-    lbCtlCpu: (of(lb?.pid).threads.find((t) => t.main)?.us ?? 0) / 1e6,
-    hostThreads: byName(hostDeltas),
-    otherLbCpu: of(other?.pid).us / 1e6,
-    hostsCpu: hostDeltas.reduce((sum, d) => sum + d.us / 1e6, 0),
+    lbCpu: lb ? cpuSeconds(lb.pid) - lbCpu0 : 0,
+    lbThreads: lb ? threadDelta(threads0, threadSeconds(lb.pid)) : {},
+    lbCtlCpu: lb ? taskSeconds(lb.pid) - ctl0 : 0,
+    hostThreads: threadDelta(hostThreads0, threadSecondsOf(hostPids)),
+    otherLbCpu: other ? cpuSeconds(other.pid) - otherCpu0 : 0,
+    hostsCpu: world.hostProcs.reduce((sum, h, i) => sum + cpuSeconds(h.pid) - hostCpu0[i], 0),
     handoffs: mode === 'handoff'
       ? { completed: (e1.handoffsCompleted ?? 0) - (e0.handoffsCompleted ?? 0), failed: (e1.handoffsFailed ?? 0) - (e0.handoffsFailed ?? 0) }
       : undefined,
@@ -279,7 +205,7 @@ const median = (xs: number[]) => {
 };
 
 /** Rounds of one column and case into one cell: sums for counts, CPU and bytes; medians of the rounds' percentiles. */
-function aggregate(mode: Mode, id: CaseId, ss: Sample[], o: Options): Cell {
+function aggregate(mode: Mode, id: CaseId, ss: Sample[]): Cell {
   const c = CASES[id];
   const sum = (f: (x: Sample) => number) => ss.reduce((a, x) => a + f(x), 0);
   const requests = sum((x) => x.wrk.requests);
@@ -292,29 +218,6 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[], o: Options): Cell {
   for (const x of ss) for (const [k, v] of Object.entries(x.hostThreads)) hostThreads[k] = Math.round(((hostThreads[k] ?? 0) + v) * 100) / 100;
   const lbCtl = sum((x) => x.lbCtlCpu);
   const perRequest = (s: number) => (s * 1e6) / Math.max(1, requests);
-  // Connection: close: one connection per request; keep-alive: wrk's -c, once per round.
-  const connections = c.close ? requests : wrkConnections(id, o) * ss.length;
-  const groups = new Map<string, ThreadSample>();
-  for (const x of ss) {
-    for (const t of x.threadCpu) {
-      const k = `${t.process}\0${t.thread}`;
-      const g = groups.get(k);
-      if (!g) groups.set(k, { ...t, names: [...t.names] });
-      else {
-        g.us += t.us;
-        g.threads = Math.max(g.threads, t.threads);
-        for (const n of t.names) if (!g.names.includes(n)) g.names.push(n);
-      }
-    }
-  }
-  // Processes in the order read, all threads first, then the busiest, the remainder last.
-  const procs = [...new Set([...groups.values()].map((g) => g.process))];
-  const rank = (g: ThreadSample) => (g.thread === ALL ? 0 : g.thread === UNATTRIBUTED ? 2 : 1);
-  const sorted = [...groups.values()].sort((a, b) => procs.indexOf(a.process) - procs.indexOf(b.process) || rank(a) - rank(b) || b.us - a.us);
-  const threadCpu: ThreadCpu[] = sorted.map((g) => ({
-    process: g.process, thread: g.thread, threads: g.threads, names: g.names, seconds: g.us / 1e6,
-    usPerRequest: g.us / Math.max(1, requests), usPerConnection: c.close ? g.us / Math.max(1, connections) : null,
-  }));
   const errorsBy: Record<string, number> = {};
   for (const x of ss) for (const [k, v] of Object.entries(x.wrk.errors)) errorsBy[k] = (errorsBy[k] ?? 0) + v;
   const hasLb = mode !== 'direct';
@@ -323,7 +226,6 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[], o: Options): Cell {
   return {
     mode, case: id, label: c.label, responseBytes: c.bytes, connectionClose: c.close,
     rps: requests / seconds, roundsRps: ss.map((x) => Math.round(x.wrk.rps)), requests, seconds,
-    connections, windowSeconds: sum((x) => x.windowSeconds), threadCpu,
     latencyUs: {
       p50: median(ss.map((x) => x.wrk.latencyUs.p50)), p90: median(ss.map((x) => x.wrk.latencyUs.p90)),
       p99: median(ss.map((x) => x.wrk.latencyUs.p99)), max: Math.max(...ss.map((x) => x.wrk.latencyUs.max)),
@@ -333,7 +235,7 @@ function aggregate(mode: Mode, id: CaseId, ss: Sample[], o: Options): Cell {
     lbCpuSeconds: hasLb ? lbCpu : null, lbCpuUsPerRequest: hasLb ? perRequest(lbCpu) : null, lbThreads: threads,
     lbCtlCpuSeconds: mode === 'handoff' ? lbCtl : null, lbCtlCpuUsPerRequest: mode === 'handoff' ? perRequest(lbCtl) : null,
     hostsCpuUsPerRequest: perRequest(sum((x) => x.hostsCpu)), hostThreads,
-    wrkCpuUsPerRequest: perRequest(sum((x) => (x.wrk.cpuUs ? (x.wrk.cpuUs.main + x.wrk.cpuUs.workers) / 1e6 : x.wrk.cpuSeconds))),
+    wrkCpuUsPerRequest: perRequest(sum((x) => x.wrk.cpuSeconds)),
     otherLbCpuSeconds: sum((x) => x.otherLbCpu),
     hostsCpuSeconds: sum((x) => x.hostsCpu), wrkCpuSeconds: sum((x) => x.wrk.cpuSeconds),
     machineBusy: sum((x) => x.machineBusy * x.wrk.durationUs) / sum((x) => x.wrk.durationUs), loadavg1: median(ss.map((x) => x.load)),
@@ -409,13 +311,13 @@ async function main(): Promise<void> {
           }
         }
       }
-      for (const mode of o.modes) say(`    ${mode.padEnd(7)} ${describe(aggregate(mode, id, samples.get(`${mode}/${id}`)!, o))}`);
+      for (const mode of o.modes) say(`    ${mode.padEnd(7)} ${describe(aggregate(mode, id, samples.get(`${mode}/${id}`)!))}`);
     }
   } finally {
     for (const r of [lbs.handoff, lbs.haproxy]) if (r) await world.stop(r);
     await world.destroy();
   }
-  const cells = o.cases.flatMap((id) => o.modes.map((mode) => aggregate(mode, id, samples.get(`${mode}/${id}`)!, o)));
+  const cells = o.cases.flatMap((id) => o.modes.map((mode) => aggregate(mode, id, samples.get(`${mode}/${id}`)!)));
   // What each balancer burns while the others are measured (Handoff's worker wakes every idleSleepUs).
   const idle: Record<string, number> = {};
   for (const m of ['handoff', 'haproxy'] as const) {
@@ -430,7 +332,7 @@ async function main(): Promise<void> {
     client: `wrk -t${o.threads} -c${o.connections}, ${o.rounds} rounds of ${o.seconds} s per cell, columns alternating (after ${o.warmup} s warm-up each), ` +
       `in its own namespace; GET /bytes/N with Host: ${ROUTE.hostHeader}, so every column reaches ${ROUTE.hostName}'s app alone ` +
       '(directly, or by the demo\'s host2-name rule)',
-    pinning: pinning.trim(), haproxyVersion, idleLbCpuShare: idle, routeHost: ROUTE.hostName, cells,
+    pinning: pinning.trim(), haproxyVersion, idleLbCpuShare: idle, cells,
   };
   fs.mkdirSync(o.out, { recursive: true });
   const base = path.join(o.out, 'e2e-vs-haproxy');
@@ -439,12 +341,6 @@ async function main(): Promise<void> {
   fs.writeFileSync(`${base}.svg`, await renderSvg(results));
   say('');
   say(renderMarkdown(results, { brief: true }));
-  const closeCells = cells.filter((c) => c.connectionClose);
-  if (closeCells.length) {
-    say('');
-    say('CPU by process and thread, Connection: close cells (µs per connection = per request):');
-    say(renderThreadTable(closeCells));
-  }
   say(`results: ${path.relative(process.cwd(), base)}.{json,md,svg}`);
   // A short body would count as a request in wrk but not have carried the bytes.
   const bad = cells.filter((c) => c.errors > 0 || c.requests === 0 || (c.handoffs && c.handoffs.failed > 0) ||

@@ -3,7 +3,6 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ticksToUs } from '../lib/thread-cpu';
 
 export class WrkError extends Error {
   readonly code = 'ERR_WRK';
@@ -11,34 +10,16 @@ export class WrkError extends Error {
 }
 
 const MARK = 'WRK_JSON ';
-// latency:percentile() and the summary are in microseconds. done() runs in
-// wrk's main thread after it has joined its workers: /proc/self/stat still
-// counts the workers' time (the process keeps that of ended threads), the
-// main thread's own task line only its own, in clock ticks (utime+stime).
+// latency:percentile() and the summary are in microseconds.
 const SCRIPT = `
-local function ticks(path)
-  local f = io.open(path, 'r')
-  if not f then return -1 end
-  local s = f:read('*a')
-  f:close()
-  local rest = s:match('.*%)%s(.*)')
-  local x = {}
-  for w in rest:gmatch('%S+') do x[#x + 1] = w end
-  return tonumber(x[12]) + tonumber(x[13])
-end
 done = function(summary, latency, requests)
   local e = summary.errors
-  local f = io.open('/proc/self/stat', 'r')
-  local pid = f:read('*a'):match('^(%d+)')
-  f:close()
   io.write(string.format('${MARK}{"requests":%d,"bytes":%d,"durationUs":%d,' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latencyUs":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f},' ..
-    '"cpuTicks":{"process":%d,"main":%d}}\\n',
+    '"latencyUs":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\\n',
     summary.requests, summary.bytes, summary.duration,
     e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
-    ticks('/proc/self/stat'), ticks('/proc/self/task/' .. pid .. '/stat')))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
 `;
 
@@ -62,13 +43,11 @@ export interface WrkResult {
   rps: number;
   /** wrk's own CPU (user+system), from the shell's `times`. */
   cpuSeconds: number;
-  /** wrk's CPU by thread, read by its done() hook from /proc/self: main thread, and its -t worker threads together. */
-  cpuUs: { main: number; workers: number } | null;
 }
 
 /** Run wrk to completion without blocking the event loop. @throws WrkError when it fails or prints no figures. */
 export function runWrk(o: WrkOptions): Promise<WrkResult> {
-  const script = path.join(o.dir, 'wrk-json-cpu.lua');
+  const script = path.join(o.dir, 'wrk-json.lua');
   if (!fs.existsSync(script)) fs.writeFileSync(script, SCRIPT);
   const wrkArgs = [`-t${o.threads}`, `-c${o.connections}`, `-d${o.seconds}s`,
     '--timeout', '10s', '-s', script, ...(o.headers ?? []).flatMap((h) => ['-H', h]), o.url];
@@ -87,13 +66,10 @@ export function runWrk(o: WrkOptions): Promise<WrkResult> {
       clearTimeout(timer);
       const line = out.split('\n').find((l) => l.startsWith(MARK));
       if (code !== 0 || !line) return reject(new WrkError(`wrk ${wrkArgs.join(' ')} exited ${code}: ${(err || out).trim().slice(-800)}`));
-      const { cpuTicks, ...r } = JSON.parse(line.slice(MARK.length)) as Omit<WrkResult, 'rps' | 'cpuSeconds' | 'cpuUs'> &
-        { cpuTicks: { process: number; main: number } };
-      const cpuUs = cpuTicks.process >= 0 && cpuTicks.main >= 0
-        ? { main: ticksToUs(cpuTicks.main), workers: ticksToUs(cpuTicks.process - cpuTicks.main) } : null;
+      const r = JSON.parse(line.slice(MARK.length)) as Omit<WrkResult, 'rps' | 'cpuSeconds'>;
       const times = [...out.matchAll(/^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/gm)].at(-1);
       const cpuSeconds = times ? Number(times[1]) * 60 + Number(times[2]) + Number(times[3]) * 60 + Number(times[4]) : NaN;
-      resolve({ ...r, rps: r.requests / (r.durationUs / 1e6), cpuSeconds, cpuUs });
+      resolve({ ...r, rps: r.requests / (r.durationUs / 1e6), cpuSeconds });
     });
   });
 }
