@@ -34,7 +34,9 @@ if (!isRoot) {
     const file = path.join(dir, `host${i + 1}.yaml`);
     fs.writeFileSync(file, [
       `name: host${i + 1}`, 'listen: { port: 4791 }', `vips: [{ ip: ${VIP}, port: 80 }]`, `balancers: [${LB_IP}]`,
-      'app: { kind: demo }', '',
+      'app: { kind: demo }',
+      // Its own status socket: /run is shared across namespaces, and two agents on the default path race (EADDRINUSE in CI).
+      `control: { socket: ${path.join(dir, `host${i + 1}.sock`)} }`, '',
     ].join('\n'));
     const child = topo.spawn(h.ns, 'env', [`HANDOFF_CLUSTER_KEY=${KEY_HEX}`, process.execPath, cli, 'host', '--config', file]);
     let out = '';
