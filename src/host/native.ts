@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
+import type { ConnectionBlob } from '../transfer/blob';
 
 /** Must equal HH_ABI_VERSION in native/host-agent/handoff_host.h. */
 export const HOST_ABI_VERSION = 1;
@@ -162,28 +163,17 @@ export const InjectFlag = { TRANSPARENT: 1, NO_WINDOW_PROBE: 2, REUSEADDR: 4, RE
 export const InjectStep = { NONE: 0, SOCKET: 1, SETSOCKOPT: 2, BIND: 3, CONNECT: 4, QUEUE: 5 } as const;
 export type InjectStep = (typeof InjectStep)[keyof typeof InjectStep];
 
-/** struct hh_conn in JS terms: addresses as dotted quads, ports and the rest as numbers. */
-export interface HostConn {
-  clientIp: string;
-  vip: string;
-  clientPort: number;
-  vipPort: number;
-  iss: number;
-  irs: number;
-  sndNxt: number;
-  rcvNxt: number;
-  sndWnd: number;
-  rcvWnd: number;
+/**
+ * struct hh_conn in JS terms: the blob's connection fields as the blob has
+ * them (addresses as dotted quads), plus what the host decides.
+ */
+export type HostConn = Pick<ConnectionBlob, 'clientIp' | 'vip' | 'clientPort' | 'vipPort' | 'iss' | 'irs' | 'sndNxt' | 'rcvNxt'
+  | 'sndWnd' | 'rcvWnd' | 'mss' | 'sndWscale' | 'rcvWscale' | 'sackOk' | 'tsOk'> & {
   /** The TCP_TIMESTAMP value (even), used if tsOk. */
   tsValue: number;
-  mss: number;
-  sndWscale: number;
-  rcvWscale: number;
-  sackOk: boolean;
-  tsOk: boolean;
   /** InjectFlag bits. */
   flags: number;
-}
+};
 
 /** struct hh_inject_failure, read after hh_inject returned < 0. */
 export interface HostInjectFailure {
