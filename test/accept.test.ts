@@ -1,6 +1,7 @@
 // The accept stage through a real worker on a ring port (design.md §3.1-2):
 // SYN cookies, handshake, in-order data with ACKs, retransmits, overlap, out
-// of order, window cap, FIN, RST, timeout, freeze for handoff, reset, and a
+// of order, window cap, FIN, RST, timeout, freezing by events and handoff
+// without a round trip (held segments follow the mapping), reset, and a
 // SYN flood that leaves no state.
 import t from 'tap';
 import { ConnEventType as EV, ExceptionReason, FlowState, PacketBurst } from '../src/offload';
@@ -69,6 +70,8 @@ if (typeof shim === 'string') {
     }, ms);
     return got;
   };
+  /** The events (none expected) that arrive within @p ms. */
+  const quiet = async (ms: number) => { await sleep(ms); return events(0); };
   /** SYN, SYN-ACK, ACK: returns the cookie ISN and our next sequence number. */
   const handshake = async (port: number, isn = 1000, opts = true) => {
     const synOpts = opts ? Buffer.from('020405b40402080a00000064000000000103030a', 'hex') : Buffer.from('020405b4', 'hex');
@@ -111,12 +114,20 @@ if (typeof shim === 'string') {
 
     inject(pkt(40100, 1001, h.ack, TCP_ACK | TCP_PSH, 'GET / HTTP/1.1\r\n', h.opt(103)));
     t.equal(parseFrame((await wire(1))[0]).tcp!.ack, 1017, 'a retransmission gets a duplicate ACK');
-    // Bytes 11..15 of the first segment ("1.1\r\n") again, then new ones.
+    // Bytes 11..15 of the first segment ("1.1\r\n") again, then new ones:
+    // the DATA event froze the connection, so they wait, unACKed.
+    const held0 = total().conn_held;
     inject(pkt(40100, 1001 + 11, h.ack, TCP_ACK | TCP_PSH, '1.1\r\nHost: a\r\n', h.opt(104)));
+    await waitFor(() => total().conn_held > held0);
+    t.same(await wire(0), [], 'frozen by the DATA event: new bytes are held, not ACKed');
+    t.same(await quiet(50), [], 'and not passed up');
+    shim.resumeConnection(d.worker, d.connId, d.gen);
     const [ov] = await events(1);
-    t.equal(ov.payload, 'Host: a\r\n', 'an overlapping segment passes up only its new bytes');
+    t.equal(ov.payload, 'Host: a\r\n', 'resumed: an overlapping segment passes up only its new bytes');
     t.equal(ov.dataSeq, 1017);
     await wire(1);
+    shim.resumeConnection(d.worker, d.connId, d.gen);
+    await waitFor(() => total().commands >= 2n);
     inject(pkt(40100, 1100, h.ack, TCP_ACK | TCP_PSH, 'later', h.opt(105)));
     t.equal(parseFrame((await wire(1))[0]).tcp!.ack, 1026, 'out of order: duplicate ACK, bytes not taken');
     inject(pkt(40100, 1026, h.ack, TCP_ACK | TCP_FIN, '\r\n', h.opt(106)));
@@ -138,7 +149,13 @@ if (typeof shim === 'string') {
     const big = 'x'.repeat(1400);
     let seq = h.seq;
     for (let i = 0; i < 3; i++, seq += 1400) inject(pkt(40200, seq, h.ack, TCP_ACK, big));
-    const evs = await events(3);
+    // Each DATA event freezes the connection; resuming takes the next held segment.
+    const evs: Awaited<ReturnType<typeof events>> = [];
+    while (evs.length < 3) {
+      const [e] = await events(1);
+      evs.push(e);
+      shim.resumeConnection(e.worker, e.connId, e.gen);
+    }
     t.equal(evs[0].type, EV.ACCEPTED | EV.DATA, 'data on the handshake ACK: one event');
     const taken = evs.reduce((s, e) => s + e.payload.length, 0);
     t.equal(taken, MAX_BYTES, `took exactly the cap (${MAX_BYTES})`);
@@ -183,26 +200,69 @@ if (typeof shim === 'string') {
     t.equal(rst.ack, 9003);
   });
 
-  t.test('freeze for handoff: final state, then packets are held and tunnelled', async (t) => {
+  t.test('handoff without a round trip: the DATA event is the state; what the connection held joins the mapping', async (t) => {
     const h = await handshake(40500, 11000);
     inject(pkt(40500, h.seq, h.ack, TCP_ACK | TCP_PSH, 'GET /a HTTP/1.1\r\n\r\n', h.opt(1)));
     const [d] = await events(1);
     await wire(1);
+    const b = total();
+    // Arrives while the control thread decides: held by the connection, in order.
+    inject(pkt(40500, d.rcvNxt, h.ack, TCP_ACK | TCP_PSH, 'body1', h.opt(2)));
+    inject(pkt(40500, d.rcvNxt + 5, h.ack, TCP_ACK | TCP_PSH, 'body2', h.opt(3)));
+    await waitFor(() => total().conn_held - b.conn_held === 2n);
     const key = { clientIp: CLIENT.ip, clientPort: 40500, vip: VIP.ip, vipPort: VIP.port };
     shim.insertMapping({ ...key, hostId: 1, flowId: 555, state: FlowState.PENDING });
     shim.handoffConnection(d.worker, d.connId, d.gen);
+    t.same(await quiet(50), [], 'no answer: no event');
+    await waitFor(() => total().handoffs_frozen - b.handoffs_frozen === 1n);
+    t.equal(shim.acceptCount(), 0, 'the connection left the accept table');
+    inject(pkt(40500, d.rcvNxt + 10, h.ack, TCP_ACK | TCP_PSH, 'body3', h.opt(4)));
+    t.same(await wire(0), [], 'later data is held by the mapping, not ACKed by the balancer');
+    t.equal(total().held - b.held, 3n, 'the mapping holds three: the two the connection held, and one since');
+    shim.setState(key, FlowState.ACTIVE);
+    const tun = (await wire(3)).map((f) => parseFrame(f));
+    t.same(tun.map((p) => p.vxlan?.vni), [555, 555, 555], 'all tunnelled once ACTIVE');
+    t.same(tun.map((p) => p.vxlan?.inner.tcp?.payload.toString()), ['body1', 'body2', 'body3'], 'in the order they came');
+    t.equal(total().released - b.released, 3n, 'released');
+    shim.handoffConnection(d.worker, d.connId, d.gen);
+    await waitFor(() => total().drop_stale_command > b.drop_stale_command);
+    t.equal(total().drop_stale_command - b.drop_stale_command, 1n, 'a second handoff of the same connection is stale');
+    shim.deleteMapping(key);
+  });
+
+  t.test('freeze (a connection no event froze): the FROZEN event carries the final state', async (t) => {
+    const h = await handshake(40510, 12000);
+    inject(pkt(40510, h.seq, h.ack, TCP_ACK, '', h.opt(1)));
+    const [acc] = await events(1);
+    t.equal(acc.type, EV.ACCEPTED);
+    const b = total();
+    shim.resumeConnection(acc.worker, acc.connId, acc.gen);
+    await waitFor(() => total().drop_stale_command > b.drop_stale_command);
+    t.pass('resuming a connection that is not frozen is a counted stale command');
+    const key = { clientIp: CLIENT.ip, clientPort: 40510, vip: VIP.ip, vipPort: VIP.port };
+    shim.insertMapping({ ...key, hostId: 1, flowId: 556, state: FlowState.PENDING });
+    shim.freezeConnection(acc.worker, acc.connId, acc.gen);
     const [f] = await events(1);
     t.equal(f.type, EV.FROZEN, 'FROZEN event');
-    t.equal(f.rcvNxt, d.rcvNxt, 'with the final rcv_nxt');
-    inject(pkt(40500, d.rcvNxt, h.ack, TCP_ACK | TCP_PSH, 'next', h.opt(2)));
-    t.same(await wire(0), [], 'later data is held, not ACKed by the balancer');
-    shim.setState(key, FlowState.ACTIVE);
-    const [tun] = await wire(1);
-    t.equal(parseFrame(tun).vxlan?.vni, 555, 'and tunnelled once ACTIVE');
-    t.equal(total().handoffs_frozen, 1n);
-    shim.handoffConnection(d.worker, d.connId, d.gen);
-    await waitFor(() => total().drop_stale_command > 0n);
-    t.equal(total().drop_stale_command, 1n, 'a second freeze of the same connection is stale');
+    t.equal(f.rcvNxt, acc.rcvNxt, 'with the final rcv_nxt');
+    t.equal(shim.acceptCount(), 0, 'forgotten');
+    shim.deleteMapping(key);
+  });
+
+  t.test('a frozen connection that ends here drops what it held, counted', async (t) => {
+    const h = await handshake(40520, 13000);
+    inject(pkt(40520, h.seq, h.ack, TCP_ACK | TCP_PSH, 'GET', h.opt(1)));
+    const [d] = await events(1);
+    await wire(1);
+    const b = total();
+    inject(pkt(40520, d.rcvNxt, h.ack, TCP_ACK, '', h.opt(2)));
+    inject(pkt(40520, d.rcvNxt, h.ack, TCP_ACK | TCP_PSH, ' /x', h.opt(3)));
+    await waitFor(() => total().conn_held - b.conn_held === 1n);
+    t.same(await wire(0), [], 'a pure ACK is consumed, the data held');
+    shim.resetConnection(d.worker, d.connId, d.gen);
+    const rst = parseFrame((await wire(1))[0]).tcp!;
+    t.same([rst.flags, rst.ack], [TCP_RST | TCP_ACK, d.rcvNxt], 'reset at the frozen state');
+    t.equal(total().drop_held_flushed - b.drop_held_flushed, 1n, 'the held segment dropped and counted');
   });
 
   t.test('cookies survive one secret rotation, not two', async (t) => {

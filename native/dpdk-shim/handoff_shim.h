@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HS_ABI_VERSION 3
+#define HS_ABI_VERSION 4
 
 #define HS_MAX_PORTS 8
 #define HS_MAX_WORKERS 16
@@ -50,11 +50,11 @@ enum hs_exc_reason {
 /** Connection events (bit mask: one packet may carry several). */
 enum hs_conn_event_type {
 	HS_EV_ACCEPTED = 1, /**< handshake completed with a valid cookie */
-	HS_EV_DATA = 2,     /**< new in-order bytes: payload_len at payload_off of the frame */
-	HS_EV_FIN = 4,      /**< the client closed its side */
+	HS_EV_DATA = 2,     /**< new in-order bytes: payload_len at payload_off of the frame; freezes (see hs_conn_handoff) */
+	HS_EV_FIN = 4,      /**< the client closed its side; freezes too */
 	HS_EV_RESET = 8,    /**< the client reset the connection; it is gone */
 	HS_EV_TIMEOUT = 16, /**< never classified: the shim reset it; it is gone */
-	HS_EV_FROZEN = 32,  /**< answer to hs_conn_handoff: final state; the shim forgot it */
+	HS_EV_FROZEN = 32,  /**< answer to hs_conn_freeze: final state; the shim forgot it */
 };
 
 struct hs_port_conf {
@@ -308,12 +308,31 @@ int hs_exc_notify_fd(void);
 int hs_exc_arm(void);
 
 /**
- * Freeze an accepted connection for handoff: its worker answers with an
- * HS_EV_FROZEN event carrying the final state and forgets it. Call after
- * inserting its PENDING mapping, so later segments are held, not ACKed.
+ * Hand an accepted connection to its mapping, without an answer. An event
+ * with HS_EV_DATA or HS_EV_FIN froze the connection: the worker has held
+ * its later segments since (unACKed, at most 8; pure ACKs are consumed), so
+ * that event's state is exact. The worker forgets the connection and moves
+ * what it held to the mapping's hold. Call after inserting the PENDING
+ * mapping. A stale conn_gen is counted (drop_stale_command) and ignored.
  * @return 0, -ENOTCONN, -EINVAL (worker out of range), -EAGAIN (command ring full).
  */
 int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
+
+/**
+ * As hs_conn_handoff, for a connection no event froze (it sent nothing, or
+ * was resumed since): the worker answers with an HS_EV_FROZEN event carrying
+ * the final state.
+ * @return 0, -ENOTCONN, -EINVAL, -EAGAIN.
+ */
+int hs_conn_freeze(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
+
+/**
+ * The bytes so far do not decide the connection: unfreeze it. The segments
+ * held meanwhile are taken as if they arrived now; the next new byte freezes
+ * it again with a new event. A connection not frozen: drop_stale_command.
+ * @return 0, -ENOTCONN, -EINVAL, -EAGAIN.
+ */
+int hs_conn_resume(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
 
 /**
  * Reset an accepted connection (RST to the client) and forget it.

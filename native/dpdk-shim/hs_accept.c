@@ -152,8 +152,38 @@ static void emit_bare(struct hs_worker *w, const struct hs_conn *c, uint32_t typ
 	hs_exception(w, m, c->port, HS_EXC_CONN);
 }
 
+/* Segments held by a frozen connection: counted as held while kept, dropped
+ * (and counted) when the connection ends here. */
+static void conn_hold(struct hs_worker *w, struct hs_conn *c, struct rte_mbuf *m, int pure_ack)
+{
+	if (pure_ack) {
+		rte_pktmbuf_free(m); /* nothing to carry: the host learns the window from the next ACK */
+		return;
+	}
+	if (c->n_held >= HS_CONN_HOLD)
+		return hs_drop(w, m, HS_D_HOLD_FLOW_FULL);
+	if (w->held >= w->held_max)
+		return hs_drop(w, m, HS_D_HOLD_TOTAL_FULL);
+	c->held[c->n_held++] = m;
+	w->held++;
+	w->stats->c[HS_C_CONN_HELD]++; /* "held" counts them again if a mapping takes them */
+}
+
+/* Take @p c's held segments out (to pass on or drop); returns how many. */
+static uint8_t conn_unhold(struct hs_worker *w, struct hs_conn *c, struct rte_mbuf **out)
+{
+	uint8_t n = c->n_held;
+	memcpy(out, c->held, n * sizeof(*out));
+	c->n_held = 0;
+	w->held -= n;
+	return n;
+}
+
 static void forget(struct hs_worker *w, struct hs_conn *c)
 {
+	struct rte_mbuf *held[HS_CONN_HOLD];
+	for (uint8_t i = 0, n = conn_unhold(w, c, held); i < n; i++)
+		hs_drop(w, held[i], HS_D_HELD_FLUSHED);
 	rte_hash_del_key(w->acc.h, &c->key);
 	c->used = 0;
 	w->acc.free_idx[w->acc.n_free++] = (uint32_t)(c - w->acc.conns);
@@ -290,6 +320,18 @@ static void conn_segment(struct hs_worker *w, struct hs_conn *c, struct rte_mbuf
 		return hs_drop(w, m, HS_D_CONN_SYN);
 	if (!(fl & HS_TCP_ACK) || ack != c->iss + 1)
 		return hs_drop(w, m, HS_D_CONN_BAD_ACK);
+	if (c->frozen) {
+		/* The last event is the exact state: nothing here may change it. A
+		 * reset (above) still ends the connection, a repeat still gets its
+		 * duplicate ACK; new bytes or a FIN wait for the verdict. */
+		if (plen && !(fl & HS_TCP_FIN) && !seq_after(seq + plen, c->rcv_nxt)) {
+			struct hs_tcp_seg s;
+			w->stats->c[HS_C_CONN_RETRANS]++;
+			conn_seg(c, &s, HS_TCP_ACK);
+			return send_seg(w, c->port, m, &s, HS_C_ACK_SENT);
+		}
+		return conn_hold(w, c, m, !plen && !(fl & HS_TCP_FIN));
+	}
 	c->snd_wnd = (uint32_t)win << c->snd_wscale;
 	if (c->ts_ok && o->ts_ok && !seq_after(seq, c->rcv_nxt))
 		c->ts_recent = o->tsval;
@@ -329,6 +371,8 @@ static void conn_segment(struct hs_worker *w, struct hs_conn *c, struct rte_mbuf
 		rte_pktmbuf_free(m); /* a pure ACK or a repeat: consumed, nothing to pass up */
 		return;
 	}
+	if (ev & (HS_EV_DATA | HS_EV_FIN))
+		c->frozen = 1;
 	struct hs_conn_event *e = rte_mbuf_to_priv(m);
 	fill_event(e, w, c, ev);
 	e->data_seq = seq + trim;
@@ -378,15 +422,57 @@ void hs_accept_command(struct hs_worker *w, const struct hs_cmd *cmd)
 		return;
 	}
 	struct hs_conn *c = &a->conns[cmd->idx];
-	if (cmd->op == HS_CMD_FREEZE) {
-		emit_bare(w, c, HS_EV_FROZEN);
+	struct rte_mbuf *held[HS_CONN_HOLD];
+	struct hs_parsed p;
+	uint8_t n;
+
+	uint16_t port = c->port;
+
+	switch (cmd->op) {
+	case HS_CMD_FREEZE:
+	case HS_CMD_HANDOFF: {
+		/* FREEZE answers with the final state (the control thread has no
+		 * exact snapshot: no event froze the connection); HANDOFF needs no
+		 * answer. Either way the PENDING mapping was inserted first, so
+		 * what this connection held joins what the mapping holds, in order. */
+		if (cmd->op == HS_CMD_FREEZE)
+			emit_bare(w, c, HS_EV_FROZEN);
+		void *data;
+		struct hs_entry *e = rte_hash_lookup_data(hs.map, &c->key, &data) >= 0 ? data : NULL;
+		n = conn_unhold(w, c, held);
+		forget(w, c);
 		w->stats->c[HS_C_FROZEN]++;
-	} else {
+		for (uint8_t i = 0; i < n; i++) {
+			if (unlikely(!e || hs_parse_frame(rte_pktmbuf_mtod(held[i], uint8_t *), held[i]->data_len, 0, &p) < 0))
+				hs_drop(w, held[i], HS_D_HELD_FLUSHED);
+			else
+				hs_worker_mapped(w, port, e, held[i], &p);
+		}
+		return;
+	}
+	case HS_CMD_RESUME:
+		if (!c->frozen) {
+			w->stats->c[HS_D_STALE_COMMAND]++;
+			return;
+		}
+		/* More bytes are needed: take what was held as if it came now (each
+		 * new byte freezes the connection again, with a new event). */
+		c->frozen = 0;
+		n = conn_unhold(w, c, held);
+		for (uint8_t i = 0; i < n; i++) {
+			if (hs_parse_frame(rte_pktmbuf_mtod(held[i], uint8_t *), held[i]->data_len, 0, &p) < 0)
+				hs_drop(w, held[i], HS_D_HELD_FLUSHED);
+			else
+				hs_accept_segment(w, port, held[i], &p); /* a held RST may end @p c midway */
+		}
+		return;
+	default: {
 		struct hs_tcp_seg s;
 		conn_seg(c, &s, HS_TCP_RST | HS_TCP_ACK);
-		send_seg(w, c->port, NULL, &s, HS_C_RST_SENT);
+		send_seg(w, port, NULL, &s, HS_C_RST_SENT);
+		forget(w, c);
 	}
-	forget(w, c);
+	}
 }
 
 void hs_accept_scan(struct hs_worker *w, uint64_t now)

@@ -33,6 +33,7 @@
 	X(CONN_RETRANS, "conn_retransmits")                                    \
 	X(CONN_OOO, "conn_out_of_order")                                       \
 	X(CONN_FIN, "conn_fins")                                               \
+	X(CONN_HELD, "conn_held")                                              \
 	X(CONN_RESET_RCVD, "conn_resets_received")                             \
 	X(ACK_SENT, "acks_sent")                                               \
 	X(RST_SENT, "resets_sent")                                             \

@@ -661,9 +661,19 @@ static int conn_command(uint32_t op, uint32_t worker, uint32_t conn_id, uint32_t
 	return 0;
 }
 
-int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
+int hs_conn_freeze(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
 {
 	return conn_command(HS_CMD_FREEZE, worker, conn_id, conn_gen);
+}
+
+int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
+{
+	return conn_command(HS_CMD_HANDOFF, worker, conn_id, conn_gen);
+}
+
+int hs_conn_resume(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)
+{
+	return conn_command(HS_CMD_RESUME, worker, conn_id, conn_gen);
 }
 
 int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)

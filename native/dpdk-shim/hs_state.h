@@ -21,6 +21,8 @@
 #define HS_BURST 32
 #define HS_PREFETCH_AHEAD 3
 #define HS_HOLD_NONE UINT32_MAX
+/* Segments a frozen accepted connection keeps while the control thread decides. */
+#define HS_CONN_HOLD 8
 
 /* Mapping key, network byte order; padding zeroed so it hashes stably.
  * 8-aligned: rte_hash_crc reads the key as uint64_t words (a misaligned load
@@ -48,7 +50,12 @@ struct hs_entry {
 	uint64_t bytes;
 } __rte_aligned(32); /* 32 bytes: one entry never straddles two cache lines */
 
-enum hs_cmd_op { HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2, HS_CMD_FREEZE = 3, HS_CMD_RESET = 4 };
+/* RELEASE/FLUSH act on a mapping's held packets; the others on an accepted
+ * connection (hs_accept_command). */
+enum hs_cmd_op {
+	HS_CMD_RELEASE = 1, HS_CMD_FLUSH = 2,
+	HS_CMD_FREEZE = 3, HS_CMD_RESET = 4, HS_CMD_HANDOFF = 5, HS_CMD_RESUME = 6,
+};
 
 struct hs_cmd {
 	uint32_t op;
@@ -81,7 +88,13 @@ struct hs_conn {
 	uint8_t snd_wscale, rcv_wscale;
 	uint8_t sack_ok, ts_ok, fin, used;
 	uint8_t peer_mac[6];
+	/* Set when an event carried new bytes or the FIN: the event is then an
+	 * exact snapshot, because later segments are held here (not ACKed) until
+	 * the control thread hands the connection off or resumes it. */
+	uint8_t frozen;
+	uint8_t n_held;
 	uint32_t created_ms;    /* hs_ts_now() at accept (wraps: compared by difference) */
+	struct rte_mbuf *held[HS_CONN_HOLD];
 };
 
 struct hs_accept {
@@ -183,6 +196,8 @@ int hs_worker_main(void *arg);
 void hs_tx(struct hs_worker *w, uint16_t port, struct rte_mbuf *m);
 void hs_drop(struct hs_worker *w, struct rte_mbuf *m, int reason);
 void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason);
+/* A VIP packet whose flow has mapping @p e (the fast path's per-packet step). */
+void hs_worker_mapped(struct hs_worker *w, uint16_t in, struct hs_entry *e, struct rte_mbuf *m, struct hs_parsed *p);
 
 /* hs_fault.c: returns how many of *m (0, 1 or 2 with a duplicate in out2) go on. */
 int hs_fault_apply(struct hs_worker *w, struct rte_mbuf **m, struct rte_mbuf **out2);

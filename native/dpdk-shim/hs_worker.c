@@ -197,7 +197,7 @@ static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t stat
 	return 1;
 }
 
-static void mapped(struct hs_worker *w, uint16_t in, struct hs_entry *e, struct rte_mbuf *m, struct hs_parsed *p)
+void hs_worker_mapped(struct hs_worker *w, uint16_t in, struct hs_entry *e, struct rte_mbuf *m, struct hs_parsed *p)
 {
 	uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
 	uint8_t tcp_flags = p->tcp_flags;
@@ -338,7 +338,7 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 			rte_prefetch0(data[j]);
 	for (uint16_t j = 0; j < nv; j++) {
 		if (likely(hits & (1ULL << j)))
-			mapped(w, in, data[j], vm[j], &vp[j]);
+			hs_worker_mapped(w, in, data[j], vm[j], &vp[j]);
 		else if (vp[j].proto == IPPROTO_TCP)
 			hs_accept_segment(w, in, vm[j], &vp[j]);
 		else
@@ -352,7 +352,7 @@ static unsigned int run_commands(struct hs_worker *w)
 	unsigned int n = rte_ring_sc_dequeue_burst_elem(w->cmd, cmds, sizeof(cmds[0]), HS_BURST, NULL);
 
 	for (unsigned int i = 0; i < n; i++) {
-		if (cmds[i].op == HS_CMD_FREEZE || cmds[i].op == HS_CMD_RESET) {
+		if (cmds[i].op >= HS_CMD_FREEZE) {
 			hs_accept_command(w, &cmds[i]);
 			continue;
 		}

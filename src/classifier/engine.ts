@@ -474,6 +474,9 @@ export class HandoffEngine {
       c.append(b.payload(i));
     }
     if (type & EV.FIN) c.fin = true;
+    // New bytes or a FIN froze the connection in its worker: this event's
+    // state is exact until the engine hands it off or resumes it.
+    if (type & (EV.DATA | EV.FIN)) c.snap = this.snapshot(i);
     if (type & (EV.RESET | EV.TIMEOUT)) {
       this.stats.clientGone++;
       this.forget(c);
@@ -486,7 +489,7 @@ export class HandoffEngine {
 
   private classify(c: Connection, timedOut: boolean): void {
     const r = classifyBytes(c.received(), c.info, { byteCap: this.byteCap });
-    if (r.status === 'incomplete' && !c.fin && !timedOut && c.bytes < this.byteCap) return;
+    if (r.status === 'incomplete' && !c.fin && !timedOut && c.bytes < this.byteCap) return this.resume(c);
     let d: Decision;
     if (r.status === 'decided') {
       c.info = r.info;
@@ -505,7 +508,40 @@ export class HandoffEngine {
     this.startHandoff(c, d);
   }
 
+  /** Unfreeze a connection that needs more bytes; its snapshot is stale from now on. */
+  private resume(c: Connection): void {
+    if (!c.snap) return;
+    c.snap = undefined;
+    try {
+      this.shim.resumeConnection(c.worker, c.connId, c.gen);
+    } catch {
+      this.stats.mappingErrors++; // command ring full: it would stay frozen until its timeout
+      this.resetBeforeHandoff(c);
+    }
+  }
+
+  private snapshot(i: number): Snapshot {
+    const b = this.rx;
+    return {
+      iss: b.ev32(i, 'iss'), irs: b.ev32(i, 'irs'), sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'),
+      sndWnd: b.ev32(i, 'snd_wnd'), rcvWnd: b.ev32(i, 'rcv_wnd'), sndWscale: b.ev8(i, 'snd_wscale'),
+      rcvWscale: b.ev8(i, 'rcv_wscale'), mss: b.ev16(i, 'mss'), sackOk: b.ev8(i, 'sack_ok') === 1,
+      tsOk: b.ev8(i, 'ts_ok') === 1, tsVal: b.ev32(i, 'ts_val'), tsEcr: b.ev32(i, 'ts_ecr'),
+    };
+  }
+
+  /** Every byte the shim acknowledged must be in the blob, or the host would resume on a gap. */
+  private static complete(c: Connection, s: Snapshot): boolean {
+    return ((s.rcvNxt - s.irs - 1) >>> 0) === c.bytes;
+  }
+
   private startHandoff(c: Connection, d: HostDecision): void {
+    // Frozen by its last event: no round trip to the worker before the blob goes.
+    const snap = c.snap;
+    if (snap && !HandoffEngine.complete(c, snap)) {
+      this.stats.bytesMismatch++;
+      return this.resetBeforeHandoff(c);
+    }
     const host = this.hostByName.get(d.host);
     const flowId = host && this.flowIds.allocate(performance.now());
     if (!host || flowId === undefined) {
@@ -524,22 +560,29 @@ export class HandoffEngine {
         this.shim.deleteMapping(c.key);
         this.shim.insertMapping(mapping);
       }
-      this.shim.handoffConnection(c.worker, c.connId, c.gen);
+      if (snap) this.shim.handoffConnection(c.worker, c.connId, c.gen);
+      else this.shim.freezeConnection(c.worker, c.connId, c.gen);
     } catch {
       this.stats.mappingErrors++;
       this.flowIds.release(flowId, performance.now());
       try { this.shim.deleteMapping(c.key); } catch { /* not inserted */ }
       return this.resetBeforeHandoff(c);
     }
-    c.state = 'freezing';
-    c.freezingSince = performance.now();
-    this.spinUntil = c.freezingSince + this.freezeSpinMs;
     c.decision = d;
     c.host = host;
     c.flowId = flowId;
     c.tried.add(host.name);
     this.pendingByHost.set(host.name, this.pending(host.name) + 1);
     this.stats.handoffsStarted++;
+    if (snap) {
+      this.forget(c);
+      c.state = 'transferring';
+      return this.sendBlob(c);
+    }
+    // It sent nothing (decided on its timeout): ask the worker for its state.
+    c.state = 'freezing';
+    c.freezingSince = performance.now();
+    this.spinUntil = c.freezingSince + this.freezeSpinMs;
   }
 
   private onFrozen(c: Connection, i: number): void {
@@ -552,15 +595,9 @@ export class HandoffEngine {
         rcvWnd: 0, sndWscale: 0, rcvWscale: 0, mss: 0, sackOk: false, tsOk: false, tsVal: 0, tsEcr: 0 };
       return this.failHandoff(c, false);
     }
-    c.snap = {
-      iss: b.ev32(i, 'iss'), irs: b.ev32(i, 'irs'), sndNxt: b.ev32(i, 'snd_nxt'), rcvNxt: b.ev32(i, 'rcv_nxt'),
-      sndWnd: b.ev32(i, 'snd_wnd'), rcvWnd: b.ev32(i, 'rcv_wnd'), sndWscale: b.ev8(i, 'snd_wscale'),
-      rcvWscale: b.ev8(i, 'rcv_wscale'), mss: b.ev16(i, 'mss'), sackOk: b.ev8(i, 'sack_ok') === 1,
-      tsOk: b.ev8(i, 'ts_ok') === 1, tsVal: b.ev32(i, 'ts_val'), tsEcr: b.ev32(i, 'ts_ecr'),
-    };
-    // Every byte the shim acknowledged must be in the blob, or the host would
-    // resume on a gap: refuse rather than inject something wrong.
-    if (((c.snap.rcvNxt - c.snap.irs - 1) >>> 0) !== c.bytes) {
+    c.snap = this.snapshot(i);
+    // Refuse rather than inject something wrong (a DATA event was lost).
+    if (!HandoffEngine.complete(c, c.snap)) {
       this.stats.bytesMismatch++;
       return this.failHandoff(c);
     }

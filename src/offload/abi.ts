@@ -1,7 +1,7 @@
 import koffi, { type TypeObject } from 'koffi';
 
 /** Must equal HS_ABI_VERSION in native/dpdk-shim/handoff_shim.h. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 export const MAX_PORTS = 8;
 export const MAX_VIPS = 64;
 export const MAX_WORKERS = 16;

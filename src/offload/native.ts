@@ -26,6 +26,8 @@ export interface NativeShim {
   hs_exc_notify_fd(): number;
   hs_exc_arm(): number;
   hs_conn_handoff(worker: number, connId: number, gen: number): number;
+  hs_conn_freeze(worker: number, connId: number, gen: number): number;
+  hs_conn_resume(worker: number, connId: number, gen: number): number;
   hs_conn_reset(worker: number, connId: number, gen: number): number;
   hs_cookie_rotate(secret: Buffer): number;
   hs_mapping_set_host(key: Buffer, hostId: number): number;
@@ -64,6 +66,8 @@ const PROTOTYPES = [
   'int hs_exc_notify_fd()',
   'int hs_exc_arm()',
   'int hs_conn_handoff(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
+  'int hs_conn_freeze(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
+  'int hs_conn_resume(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_cookie_rotate(const void *secret)',
   'int hs_mapping_set_host(const void *key, uint32_t host_id)',

@@ -494,10 +494,27 @@ export class Shim {
     if (this.started) this.native.hs_exc_wake();
   }
 
-  /** Freeze an accepted connection for handoff; its worker answers with a FROZEN event. @throws ShimError EAGAIN */
+  /**
+   * Hand an accepted connection to its (already inserted, PENDING) mapping,
+   * with no answer: the DATA or FIN event that froze it is its exact state,
+   * and the segments its worker held since join the mapping's hold.
+   * @throws ShimError EAGAIN
+   */
   handoffConnection(worker: number, connId: number, gen: number): void {
     this.requireRunning('handoffConnection');
     this.check('handoffConnection', this.native.hs_conn_handoff(worker, connId, gen));
+  }
+
+  /** As handoffConnection for a connection no event froze; its worker answers with a FROZEN event. @throws ShimError EAGAIN */
+  freezeConnection(worker: number, connId: number, gen: number): void {
+    this.requireRunning('freezeConnection');
+    this.check('freezeConnection', this.native.hs_conn_freeze(worker, connId, gen));
+  }
+
+  /** The bytes so far do not decide: unfreeze; the next new byte freezes it again with a new event. @throws ShimError EAGAIN */
+  resumeConnection(worker: number, connId: number, gen: number): void {
+    this.requireRunning('resumeConnection');
+    this.check('resumeConnection', this.native.hs_conn_resume(worker, connId, gen));
   }
 
   /** Reset an accepted connection (RST to the client). @throws ShimError EAGAIN */
