@@ -410,6 +410,13 @@ int hs_worker_count(void);
  */
 int hs_accept_count(void);
 
+/**
+ * Whether a worker is in its idle sleep now (a snapshot): work the control
+ * thread queues for it wakes it at once (counted as worker_wakeups).
+ * @return 1 asleep, 0 polling, -ENOTCONN, -EINVAL (worker out of range).
+ */
+int hs_worker_asleep(uint32_t worker);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,6 +25,7 @@
 	X(REOPENED, "reopened_by_syn")                                         \
 	X(COMMANDS, "commands")                                                \
 	X(IDLE_SLEEPS, "idle_sleeps")                                          \
+	X(WORKER_WAKEUPS, "worker_wakeups")                                    \
 	X(SYN_RCVD, "syn_received")                                            \
 	X(SYNACK_SENT, "synack_sent")                                          \
 	X(ACCEPTED, "accepted")                                                \

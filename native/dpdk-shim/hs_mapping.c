@@ -116,8 +116,10 @@ static int post_all(uint32_t op, uint32_t idx, uint32_t gen)
 		if (rte_ring_free_count(hs.workers[w].cmd) == 0)
 			return hs_fail(-EAGAIN, "worker %u command ring is full", w);
 	struct hs_cmd c = { .op = op, .idx = idx, .gen = gen };
-	for (uint32_t w = 0; w < hs.n_workers; w++)
+	for (uint32_t w = 0; w < hs.n_workers; w++) {
 		rte_ring_sp_enqueue_elem(hs.workers[w].cmd, &c, sizeof(c));
+		hs_worker_kick(&hs.workers[w]);
+	}
 	return 0;
 }
 

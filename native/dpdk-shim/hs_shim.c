@@ -12,6 +12,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/random.h>
@@ -229,6 +230,12 @@ static int workers_setup(void)
 		w->hold_free = 0;
 		w->held_max = total;
 		w->rng = 0x853c49e6748fea9bULL + i;
+		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->wake_fd < 0) {
+			int e = errno;
+			w->wake_fd = -1;
+			return hs_fail(-e, "worker %u: eventfd: %s", i, strerror(e));
+		}
 		int rc = hs_accept_setup(w, RTE_MAX(hs.cfg.accept_capacity / hs.n_workers, 64u));
 		if (rc)
 			return rc;
@@ -245,6 +252,8 @@ static void teardown(void)
 			hs_accept_teardown(&hs.workers[i]);
 			rte_free(hs.workers[i].holds);
 			rte_ring_free(hs.workers[i].cmd);
+			if (hs.workers[i].wake_fd > 0)
+				close(hs.workers[i].wake_fd);
 		}
 	}
 	for (uint32_t i = 0; i < hs.n_ports; i++) {
@@ -509,6 +518,8 @@ int hs_tx_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *
 		}
 		queued++;
 	}
+	if (queued)
+		hs_worker_kick(&hs.workers[0]);
 	return (int)queued;
 }
 
@@ -533,6 +544,8 @@ int hs_ring_port_inject(uint32_t port, const uint8_t *buf, uint32_t buf_len, con
 			break;
 		}
 	}
+	if (done)
+		hs_worker_kick(&hs.workers[0]);
 	return (int)done;
 }
 
@@ -658,6 +671,7 @@ static int conn_command(uint32_t op, uint32_t worker, uint32_t conn_id, uint32_t
 	struct hs_cmd c = { .op = op, .idx = conn_id, .gen = gen };
 	if (rte_ring_sp_enqueue_elem(hs.workers[worker].cmd, &c, sizeof(c)) != 0)
 		return hs_fail(-EAGAIN, "worker %u command ring is full", worker);
+	hs_worker_kick(&hs.workers[worker]);
 	return 0;
 }
 

@@ -124,6 +124,10 @@ struct hs_worker {
 	struct rte_mbuf *reorder_held;
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
+	/* Idle sleep that the control thread can cut short (hs_worker_kick):
+	 * work it queues (a blob, a command) goes out at once, not after the nap. */
+	int wake_fd;               /* eventfd */
+	uint32_t sleeping __rte_cache_aligned; /* atomic: 1 while in ppoll */
 } __rte_cache_aligned;
 
 struct hs_port {
@@ -193,6 +197,9 @@ void hs_hold_pool_free(struct hs_worker *w);
 
 /* hs_worker.c */
 int hs_worker_main(void *arg);
+/* Control thread: after queueing work for @p w, wake it if it sleeps (a
+ * syscall only then; counted as worker_wakeups). */
+void hs_worker_kick(struct hs_worker *w);
 void hs_tx(struct hs_worker *w, uint16_t port, struct rte_mbuf *m);
 void hs_drop(struct hs_worker *w, struct rte_mbuf *m, int reason);
 void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16_t reason);

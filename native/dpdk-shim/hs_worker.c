@@ -2,7 +2,9 @@
  * Stage 4: the worker lcore loop. Receive bursts, classify each frame, answer
  * ARP, look VIP flows up in bulk, tunnel, hold or pass up, transmit.
  */
+#define _GNU_SOURCE /* ppoll */
 #include <errno.h>
+#include <poll.h>
 #include <time.h>
 #include <netinet/in.h>
 #include <rte_cycles.h>
@@ -394,6 +396,54 @@ static unsigned int run_control_tx(struct hs_worker *w)
 	return total;
 }
 
+/* Work the control thread queued for this worker (checked after announcing the nap). */
+static int control_work_queued(const struct hs_worker *w)
+{
+	if (rte_ring_count(w->cmd))
+		return 1;
+	if (w->idx == 0)
+		for (uint16_t p = 0; p < hs.n_ports; p++)
+			if (rte_ring_count(hs.ports[p].ctl_tx))
+				return 1;
+	return 0;
+}
+
+static void idle_sleep(struct hs_worker *w, const struct timespec *nap)
+{
+	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (control_work_queued(w)) {
+		__atomic_store_n(&w->sleeping, 0, __ATOMIC_SEQ_CST);
+		return;
+	}
+	struct pollfd pfd = { .fd = w->wake_fd, .events = POLLIN };
+	int woken = ppoll(&pfd, 1, nap, NULL) > 0;
+	__atomic_store_n(&w->sleeping, 0, __ATOMIC_SEQ_CST);
+	if (woken) {
+		uint64_t v;
+		(void)!read(w->wake_fd, &v, sizeof(v));
+	}
+}
+
+void hs_worker_kick(struct hs_worker *w)
+{
+	if (likely(!__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST)))
+		return;
+	if (!__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_SEQ_CST))
+		return;
+	const uint64_t one = 1;
+	(void)!write(w->wake_fd, &one, sizeof(one));
+	hs_ctl_stats()->c[HS_C_WORKER_WAKEUPS]++;
+}
+
+int hs_worker_asleep(uint32_t worker)
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (worker >= hs.n_workers)
+		return hs_fail(-EINVAL, "worker %u out of range (%u workers)", worker, hs.n_workers);
+	return (int)__atomic_load_n(&hs.workers[worker].sleeping, __ATOMIC_RELAXED);
+}
+
 int hs_worker_main(void *arg)
 {
 	struct hs_worker *w = arg;
@@ -425,7 +475,7 @@ int hs_worker_main(void *arg)
 			idle = 0;
 		} else if (hs.cfg.idle_sleep_us && ++idle >= hs.idle_spins) {
 			/* Back off so several shims and the tests share two cores. */
-			nanosleep(&nap, NULL);
+			idle_sleep(w, &nap);
 			count(w, HS_C_IDLE_SLEEPS);
 		}
 	}

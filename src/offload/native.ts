@@ -41,6 +41,7 @@ export interface NativeShim {
   hs_stats_read(out: BigUint64Array, n: number): number;
   hs_worker_count(): number;
   hs_accept_count(): number;
+  hs_worker_asleep(worker: number): number;
 }
 
 const PROTOTYPES = [
@@ -81,6 +82,7 @@ const PROTOTYPES = [
   'int hs_stats_read(void *out, uint32_t n)',
   'int hs_worker_count()',
   'int hs_accept_count()',
+  'int hs_worker_asleep(uint32_t worker)',
 ];
 
 // Referenced so the struct types are registered before the prototypes that name them.

@@ -445,6 +445,12 @@ export class Shim {
     return this.check('acceptCount', this.native.hs_accept_count());
   }
 
+  /** Whether worker `worker` is in its idle sleep now (a snapshot; queued work wakes it). */
+  workerAsleep(worker: number): boolean {
+    this.requireRunning('workerAsleep');
+    return this.check('workerAsleep', this.native.hs_worker_asleep(worker)) === 1;
+  }
+
   /** Fill `burst` with waiting exception packets and their connection events. @returns how many. */
   exceptionBurst(burst: PacketBurst): number {
     this.requireRunning('exceptionBurst');
