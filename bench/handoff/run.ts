@@ -223,7 +223,7 @@ function report(o: Options, c: Collected): { rate: number; p50: number; p99: num
     console.log('           (event loop, thread-pool completions, promises). The stand-ins run on the same thread as');
     console.log('           the engine (a ring port lives in one process): their share is taken from the engine.');
     console.log('  cpu/wait = Node thread on a CPU / runnable but waiting for one (other load); worker = DPDK lcore 1.');
-    console.log('  ev/h = exception events per handoff (5 when nothing is retransmitted: ACCEPTED, DATA, FROZEN, ACK, FINAL);');
+    console.log('  ev/h = exception events per handoff (4 when nothing is retransmitted: ACCEPTED, DATA, ACK, FINAL);');
     console.log('  wait/h = parks per handoff (armed the wake-up pipe, back to the event loop); retx = blob datagrams sent again;');
     console.log('  cpu/h = Node-thread CPU us per handoff (1e6 / cpu/h = the rate with a core to itself).');
     console.log('');
