@@ -26,11 +26,17 @@ if (!isRoot) {
     t.match(a.stdout, /^served by host[12]\n$/, 'the VIP answers from the root namespace');
     const b = await run('curl', ['-s', '--max-time', '10', 'http://198.18.0.100/host2/x']);
     t.equal(b.stdout, 'served by host2\n', 'routed by path');
+    // One connection, four requests: each goes where the demo's rules send it (per-request routing).
+    const k = await run('curl', ['-s', '--max-time', '10', '-w', '[%{num_connects}]\n', 'http://198.18.0.100/host1/',
+      'http://198.18.0.100/host2/', 'http://198.18.0.100/host1/', 'http://198.18.0.100/host2/']);
+    t.equal(k.stdout, 'served by host1\n[1]\nserved by host2\n[0]\nserved by host1\n[0]\nserved by host2\n[0]\n',
+      'keep-alive: each request routed by its path, on one connection');
     const c = await run('curl', ['-s', '--max-time', '20', 'http://198.18.0.100/bytes/1048576'], { encoding: 'buffer', maxBuffer: 4 << 20 });
     const body = c.stdout as unknown as Buffer;
     t.equal(body.length, 1048576, '1 MB');
     t.ok(body.every((v, i) => v === i % 251), 'intact');
-    t.ok(await waitFor(() => /handoffs\s+3/.test(out) || /handoffs 3/.test(out), 5000, 100), 'the live table counts the handoffs');
+    // 1 + 1 + 4 (the first and three hand-backs) + 1
+    t.ok(await waitFor(() => /handoffs\s+7/.test(out), 5000, 100), 'the live table counts the handoffs');
     child.kill('SIGINT');
     t.ok(await waitFor(() => child.exitCode !== null, 15000, 100), 'exits on SIGINT');
     t.equal(child.exitCode, 0);

@@ -16,7 +16,7 @@
 #include "hh_tunnel_key.h"
 
 /** Bumped on any change to a struct below or to a function's signature. */
-#define HH_ABI_VERSION 1
+#define HH_ABI_VERSION 2
 
 /** Inject flags (hh_conn.flags). */
 enum hh_inject_flag {
@@ -109,6 +109,45 @@ struct hh_inject_failure {
  *         fail->err 0 if it queued nothing.
  */
 int hh_inject(const struct hh_conn *conn, const void *data, size_t len, struct hh_inject_failure *fail);
+
+/* hand-back (issue 15) */
+
+/** A frozen connection's state (hh_freeze), host order. */
+struct hh_frozen {
+	uint32_t snd_nxt;  /**< next byte to send; all before it acknowledged */
+	uint32_t rcv_nxt;  /**< next byte expected from the client */
+	uint32_t snd_wnd;  /**< the client's window, bytes */
+	uint32_t rcv_wnd;  /**< the window this host last advertised, bytes */
+	uint32_t ts_value; /**< the socket's TCP_TIMESTAMP clock now */
+	uint32_t unread;   /**< bytes received and not read, copied into the buffer */
+	int32_t fd;        /**< a duplicate of the socket, left in repair mode */
+	uint32_t reserved;
+};
+
+/**
+ * Freeze a live connection for hand-back: TCP_REPAIR on, its sequence
+ * numbers, windows and timestamp clock read, the bytes received but not read
+ * peeked into @p buf, and a duplicate descriptor returned in out->fd, still
+ * in repair mode (close the original as usual; the socket lives on in the
+ * duplicate). Send nothing meanwhile; filter the flow's incoming packets
+ * first (the kernel still processes them in repair mode).
+ *
+ * @return 0, or -errno with the socket out of repair mode again:
+ *         -EINVAL NULL @p out, NULL @p buf with @p len;
+ *         -EBUSY bytes sent and not yet acknowledged (SIOCOUTQ): retry later;
+ *         -EPIPE the client's FIN was already received (not ESTABLISHED);
+ *         -ENOSPC more unread bytes than @p len;
+ *         -EPERM TCP_REPAIR without CAP_NET_ADMIN; another system call's -errno.
+ */
+int hh_freeze(int fd, void *buf, size_t len, struct hh_frozen *out);
+
+/**
+ * Close a descriptor from hh_freeze: silently (@p reset 0: the connection
+ * moved elsewhere, the client hears nothing) or with a RST (@p reset 1: the
+ * hand-back failed and the connection cannot continue).
+ * @return 0, -EBADF, or close()'s -errno.
+ */
+int hh_frozen_close(int fd, int reset);
 
 /* tunnel check */
 

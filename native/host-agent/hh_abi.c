@@ -20,6 +20,7 @@ int hh_abi_layout(char *buf, size_t len)
 			       F(reserved));
 	STRUCT(o_, 0, hh_flow_key, F(vni) F(client_ip) F(vip) F(client_port) F(vip_port));
 	STRUCT(o_, 0, hh_inject_failure, F(step) F(err) F(level) F(optname) F(optval) F(queued));
+	STRUCT(o_, 0, hh_frozen, F(snd_nxt) F(rcv_nxt) F(snd_wnd) F(rcv_wnd) F(ts_value) F(unread) F(fd) F(reserved));
 	put(&o, "}}");
 	if (buf && o.used >= len)
 		return -ENOSPC;

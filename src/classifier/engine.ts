@@ -1,10 +1,13 @@
 import crypto from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import net from 'node:net';
-import { buildTcp, buildUdp, ipv4ToString, macToString, TCP_ACK, TCP_RST } from '../net';
+import { buildTcp, buildUdp, ipv4FromString, ipv4ToString, macToString, TCP_ACK, TCP_RST } from '../net';
 import { ConnEventType as EV, ExceptionReason, FlowState, PacketBurst, Shim, ShimError } from '../offload';
 import type { FlowKey } from '../offload';
-import { BlobSender, decodeDatagram, DatagramType, encodeBlob } from '../transfer';
+import {
+  BlobError, BlobSender, decodeBlob, decodeDatagram, DatagramType, encodeBlob, Reassembler, ReplayWindow, Status,
+  statusForBlobError,
+} from '../transfer';
 import type { BlobSenderOptions, ConnectionBlob, TransferResult } from '../transfer';
 import { classifyBytes } from './classify';
 import { FlowIdAllocator } from './flow-ids';
@@ -66,6 +69,12 @@ export interface HandoffEngineOptions {
   onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
   /** Each completed handoff's latency, microseconds (first data byte to the host's final ACK). */
   onHandoffLatency?: (us: number) => void;
+  /**
+   * VIP services routed per request (issue 15): their HTTP connections carry
+   * the routing in the blob, so a host hands a connection back when a later
+   * request belongs to a pool it is not in. Default: none.
+   */
+  perRequestVips?: ReadonlyArray<{ ip: string; port: number }>;
 }
 
 /** Counters of the engine; every connection ends in exactly one outcome. */
@@ -107,12 +116,20 @@ export interface EngineStats {
   passes: number;
   /** Times the loop parked (armed the wake-up pipe and went back to the event loop). */
   parks: number;
+  /** Connections a host handed back (a later request belonged elsewhere), taken and handed on. */
+  handbacks: number;
+  /** Hand-back blobs refused (forged, stale, replayed, or no such flow on that host). */
+  handbacksRefused: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
 interface ActiveFlow {
   key: FlowKey;
   hostIp: string;
+  /** Where the client is, to reset it if a hand-back finds no host. */
+  port: number;
+  peerMac: string;
+  vlan: number;
   packets: bigint;
   lastChange: number;
   closingSince: number;
@@ -205,7 +222,7 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
-    freezeLost: 0, passes: 0, parks: 0,
+    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0,
   };
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
@@ -255,6 +272,11 @@ export class HandoffEngine {
   private wakeRun?: () => void;
   private readonly onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
   private readonly onHandoffLatency?: (us: number) => void;
+  private readonly perRequest: Set<string>;
+  /** Hand-back blobs from hosts: reassembled, then verified with their own replay window. */
+  private readonly handbackReasm = new Reassembler();
+  private readonly handbackReplay = new ReplayWindow();
+  private handbackIds = 0;
 
   constructor(o: HandoffEngineOptions) {
     if (!Buffer.isBuffer(o.clusterKey) || o.clusterKey.length < 16) {
@@ -266,6 +288,7 @@ export class HandoffEngine {
     this.setHosts(o.hosts);
     this.onHostDatagram = o.onHostDatagram;
     this.onHandoffLatency = o.onHandoffLatency;
+    this.perRequest = new Set((o.perRequestVips ?? []).map((v) => `${v.ip}:${v.port}`));
     this.shimPort = o.shimPort ?? 0;
     this.blobPort = o.blobPort ?? 4790;
     this.byteCap = o.byteCap ?? 16384;
@@ -612,6 +635,11 @@ export class HandoffEngine {
       vipPort: c.key.vipPort, ...c.snap!, data: c.received(),
       decision: { rule: d.rule, pool: d.pool, host: d.host }, created: Date.now(), nonce: this.nonces.next(),
     };
+    // Per request: only where a later request could belong to a pool without this host.
+    if (c.info.kind === 'http' && this.perRequest.size && this.perRequest.has(`${c.info.vip}:${c.info.vipPort}`)
+      && !this.router.isSticky(d.rule) && this.router.mayMove(c.info.vip, c.info.vipPort, d.host)) {
+      blob.routing = this.router.routingJson;
+    }
     const host = c.host!;
     this.sender.send({ ip: host.ip, port: host.agentPort }, encodeBlob(blob, this.key), (r) => this.onTransfer(c, r));
   }
@@ -633,7 +661,8 @@ export class HandoffEngine {
       if (uncertain) this.stats.handoffsUncertain++;
       else this.stats.handoffsCompleted++;
       this.perHost.set(host.name, (this.perHost.get(host.name) ?? 0) + 1);
-      this.active.set(c.flowId, { key: c.key, hostIp: host.ip, packets: 0n, lastChange: performance.now(), closingSince: 0 });
+      this.active.set(c.flowId, { key: c.key, hostIp: host.ip, port: c.port, peerMac: c.peerMac, vlan: c.vlan, packets: 0n,
+        lastChange: performance.now(), closingSince: 0 });
       const us = (performance.now() - (c.firstDataAt || c.acceptedAt)) * 1000;
       this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = us;
       this.onHandoffLatency?.(us);
@@ -800,12 +829,89 @@ export class HandoffEngine {
     const from = { ip: ipv4ToString(f.readUInt32BE(l2 + 12)), port: f.readUInt16BE(udp) };
     const payload = Buffer.from(f.subarray(udp + 8, udp + len));
     if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
+    if (payload.length > 5 && payload[5] === DatagramType.DATA) return this.onHandbackDatagram(from, payload);
     if (payload.length > 5 && payload[5] === DatagramType.PONG) {
       if (this.onHostDatagram) this.onHostDatagram(from.ip, from.port, payload);
       else this.stats.localIgnored++;
       return;
     }
     this.sender.onDatagram(from, payload);
+  }
+
+  /** A fragment of a hand-back blob from a host: reassemble, answer, and take the connection once complete. */
+  private onHandbackDatagram(from: { ip: string; port: number }, payload: Buffer): void {
+    if (!this.hostByIp.has(from.ip)) return void this.stats.localIgnored++;
+    const r = this.handbackReasm.receive(from, payload, performance.now());
+    if (r.kind === 'dropped') return void this.stats.localIgnored++;
+    this.sendDatagram(from.ip, from.port, r.reply);
+    if (r.kind !== 'complete') return;
+    const status = this.takeHandback(r.blob, from.ip);
+    this.sendDatagram(from.ip, from.port, this.handbackReasm.finish(r.ref, status));
+  }
+
+  /**
+   * A host froze a live connection whose next request belongs elsewhere and
+   * sent it back: hold the client's packets (PENDING), classify the request
+   * the blob carries, and hand the connection to the host it belongs to, as
+   * for a new one. @returns the status for the old host's FINAL.
+   */
+  private takeHandback(buf: Buffer, fromIp: string): number {
+    let blob: ConnectionBlob;
+    try {
+      blob = decodeBlob(buf, this.key, { replay: this.handbackReplay });
+    } catch (err) {
+      this.stats.handbacksRefused++;
+      return err instanceof BlobError ? statusForBlobError(err.code) : Status.INTERNAL;
+    }
+    const f = this.active.get(blob.flowId);
+    const clientIp = f && ipv4FromString(blob.clientIp);
+    if (!f || f.hostIp !== fromIp || f.key.clientIp !== clientIp || f.key.clientPort !== blob.clientPort
+      || f.key.vip !== ipv4FromString(blob.vip) || f.key.vipPort !== blob.vipPort) {
+      this.stats.handbacksRefused++;
+      return Status.UNKNOWN_FLOW;
+    }
+    try {
+      this.shim.setState(f.key, FlowState.PENDING);
+    } catch {
+      this.stats.mappingErrors++;
+      this.stats.handbacksRefused++;
+      return Status.INTERNAL;
+    }
+    this.active.delete(blob.flowId);
+    this.stats.handbacks++;
+    const id = -++this.handbackIds;
+    const c = new Connection(id, 0, 0, 0, f.port, f.peerMac, f.vlan, {
+      kind: 'unknown', clientIp: blob.clientIp, clientPort: blob.clientPort, vip: blob.vip, vipPort: blob.vipPort,
+    }, f.key.clientIp, f.key.vip);
+    c.append(blob.data);
+    c.firstDataAt = performance.now();
+    c.flowId = blob.flowId;
+    c.snap = {
+      iss: blob.iss, irs: blob.irs, sndNxt: blob.sndNxt, rcvNxt: blob.rcvNxt, sndWnd: blob.sndWnd, rcvWnd: blob.rcvWnd,
+      sndWscale: blob.sndWscale, rcvWscale: blob.rcvWscale, mss: blob.mss, sackOk: blob.sackOk, tsOk: blob.tsOk,
+      tsVal: blob.tsVal, tsEcr: blob.tsEcr,
+    };
+    c.state = 'transferring';
+    const r = classifyBytes(c.received(), c.info, { byteCap: this.byteCap });
+    if (r.status !== 'decided') return this.failHandoff(c), Status.OK;
+    c.info = r.info;
+    this.stats.decided++;
+    const d = this.router.decide(r.info, this.health, this.pending);
+    const host = d.kind === 'host' ? this.hostByName.get(d.host) : undefined;
+    if (d.kind !== 'host' || !host) return this.failHandoff(c), Status.OK;
+    try {
+      this.shim.setMappingHost(c.key, host.id);
+    } catch {
+      this.stats.mappingErrors++;
+      return this.failHandoff(c), Status.OK;
+    }
+    c.decision = d;
+    c.host = host;
+    c.tried.add(host.name);
+    this.pendingByHost.set(host.name, this.pending(host.name) + 1);
+    this.stats.handoffsStarted++;
+    this.sendBlob(c);
+    return Status.OK;
   }
 
   /** The host's socket closed: remove the mapping a second from now (late packets still pass), from the closed queue. */

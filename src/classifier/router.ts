@@ -41,6 +41,9 @@ export class Router {
   private readonly rulesByName = new Map<string, CompiledRule>();
   /** vip -> port -> default; nested so the lookup builds no "vip:port" string. */
   private readonly defaults = new Map<string, Map<number, CompiledDefault>>();
+  private readonly moveCache = new Map<string, boolean>();
+  /** The routing as JSON: what per-request blobs carry to the hosts. */
+  readonly routingJson: Buffer;
 
   /**
    * @param routing from validateRouting (defaults filled, references checked)
@@ -48,6 +51,7 @@ export class Router {
    * @throws Error when the routing does not fit the hosts or refers to a missing pool
    */
   constructor(routing: Routing, hostNames: readonly string[], options: RouterOptions = {}) {
+    this.routingJson = Buffer.from(JSON.stringify(routing));
     const known = new Set(hostNames);
     const size = options.maglevSize ?? 65537;
     const keep = Math.max(1, options.tablesPerPool ?? 4);
@@ -85,6 +89,48 @@ export class Router {
     if (!d) return NO_ROUTE;
     if (d.pool) return d.pool.pick(d.pool.defaultDecisions, info, health, pending, null);
     return d.resetNoMatch; // validation guarantees onUndecided is 'reset' without a pool
+  }
+
+  /**
+   * The pool a request belongs to, without choosing a host (per-request
+   * routing on the host: may a connection stay?): the first matching rule's,
+   * else the VIP:port default's; null when it has no route or would be reset.
+   */
+  route(info: RequestInfo): { rule: string | null; pool: string } | null {
+    for (let i = 0; i < this.rules.length; i++) {
+      const r = this.rules[i];
+      if (r.matches(info)) return { rule: r.name, pool: r.pool.name };
+    }
+    const d = this.defaults.get(info.vip)?.get(info.vipPort);
+    return d?.pool ? { rule: null, pool: d.pool.name } : null;
+  }
+
+  /**
+   * Whether a request to vip:port could belong to a pool `host` is not in
+   * (a rule for it, or its default): else per-request routing cannot move
+   * its connections and is not worth the host's work.
+   */
+  mayMove(vip: string, port: number, host: string): boolean {
+    const key = `${vip}:${port}:${host}`;
+    let v = this.moveCache.get(key);
+    if (v === undefined) {
+      const pools = this.rules.filter((r) => r.appliesTo(vip, port)).map((r) => r.pool);
+      const d = this.defaults.get(vip)?.get(port);
+      if (d?.pool) pools.push(d.pool);
+      v = pools.some((p) => !p.has(host));
+      this.moveCache.set(key, v);
+    }
+    return v;
+  }
+
+  /** Whether `host` is a member of pool `pool`. */
+  poolHas(pool: string, host: string): boolean {
+    return this.pools.get(pool)?.has(host) ?? false;
+  }
+
+  /** Whether rule `rule` pins its connections to their first host (`sticky: true`). */
+  isSticky(rule: string | null): boolean {
+    return rule !== null && (this.rulesByName.get(rule)?.sticky ?? false);
   }
 
   /**
@@ -152,6 +198,10 @@ class Pool {
     this.defaultDecisions = this.decisionsFor(null);
     this.noHealthy = Object.freeze({ kind: 'none', reason: `no healthy host in pool ${cfg.name}` });
     this.noOther = Object.freeze({ kind: 'none', reason: `no other healthy host in pool ${cfg.name}` });
+  }
+
+  has(host: string): boolean {
+    return this.hosts.includes(host);
   }
 
   /** One frozen decision per member, for a rule (or null: the default). */
@@ -249,6 +299,7 @@ class CompiledRule {
   readonly name: string;
   readonly pool: Pool;
   readonly decisions: readonly HostDecision[];
+  readonly sticky: boolean;
   private readonly vip: string | undefined;
   private readonly port: number | undefined;
   private readonly methods: readonly string[] | undefined;
@@ -263,6 +314,7 @@ class CompiledRule {
   constructor(r: RuleConfig, pool: Pool) {
     this.name = r.name;
     this.pool = pool;
+    this.sticky = r.sticky;
     this.decisions = pool.decisionsFor(r.name);
     this.vip = r.vip;
     this.port = r.port;
@@ -280,6 +332,11 @@ class CompiledRule {
     this.sni = m.sni === undefined ? undefined : namePattern(m.sni);
     const http = this.methods || this.host || this.pathPrefix !== undefined || this.header || this.cookie;
     this.needs = http ? 'http' : this.sni ? 'tls' : null;
+  }
+
+  /** Whether the rule can match connections to vip:port at all. */
+  appliesTo(vip: string, port: number): boolean {
+    return (this.vip === undefined || this.vip === vip) && (this.port === undefined || this.port === port);
   }
 
   matches(info: RequestInfo): boolean {

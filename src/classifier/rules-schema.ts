@@ -78,6 +78,10 @@ export const RuleSchema = Type.Object({
   port: Type.Optional(Port),
   match: RuleMatchSchema,
   pool: Name,
+  sticky: Type.Boolean({
+    default: false,
+    description: 'keep a connection on its first host for every later request (per-request routing off for this rule)',
+  }),
 }, { additionalProperties: false });
 
 export const DefaultRouteSchema = Type.Object({

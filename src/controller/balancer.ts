@@ -125,6 +125,7 @@ export class Balancer {
         health: (name) => this.eligible(name),
         onHostDatagram: (fromIp, fromPort, d) => this.onHostDatagram(fromIp, fromPort, d),
         onHandoffLatency: this.onHandoffLatency,
+        perRequestVips: cfg.vips.filter((v) => v.proto === 'tcp' && v.perRequest),
         clusterKey: this.clusterKey,
         blobPort: cfg.blob.port,
         byteCap: cfg.classify.byteCap,

@@ -32,6 +32,10 @@ export const VipSchema = Type.Object({
   ip: Ipv4,
   port: Type.Integer({ minimum: 1, maximum: 65535 }),
   proto: Type.Union([Type.Literal('tcp'), Type.Literal('udp')], { default: 'tcp' }),
+  perRequest: Type.Boolean({
+    default: true,
+    description: 'route every HTTP/1.x request of a keep-alive connection, handing it back and on between hosts (TLS and other traffic: per connection)',
+  }),
 }, { additionalProperties: false });
 
 export const HostSchema = Type.Object({

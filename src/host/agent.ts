@@ -1,11 +1,16 @@
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import crypto from 'node:crypto';
 import {
-  BlobError, DatagramType, decodeBlob, decodeDatagram, encodeClosed, encodePong, PongFlag, Reassembler, ReplayWindow,
-  Status, statusForBlobError,
+  BlobError, BlobSender, DatagramType, decodeBlob, decodeDatagram, driveWithTimers, encodeBlob, encodeClosed,
+  encodePong, PongFlag, Reassembler, ReplayWindow, Status, statusForBlobError,
 } from '../transfer';
 import type { ConnectionBlob } from '../transfer';
+import { Router } from '../classifier/router';
+import { validateRouting } from '../classifier/rules-schema';
+import type { FrozenConn } from './native';
+import { PerRequestSession, type PerRequestStats } from './per-request';
 import { InjectError, injectConnection } from './repair';
 import type { TunnelFilter } from './tunnel-filter';
 
@@ -29,6 +34,12 @@ export interface HostAgentOptions {
    * its socket is injected and revoked when it closes. Default: none.
    */
   tunnel?: Pick<TunnelFilter, 'allow' | 'revoke' | 'counters'>;
+  /**
+   * Route per request where the balancer asks for it (the blob carries the
+   * routing): the application then gets a Duplex in front of the socket, and
+   * a request for a pool this host is not in is handed back. Default true.
+   */
+  perRequest?: boolean;
 }
 
 /** Why blobs were refused, and what was done: every blob ends in one counter. */
@@ -56,6 +67,8 @@ export interface HostAgentStats {
   tunnelRefusedMalformed: number;
   /** Health-check PINGs answered. */
   pings: number;
+  /** Routing documents in blobs that did not validate: those connections stay here. */
+  routingRefused: number;
 }
 
 export interface InjectedFlow {
@@ -64,6 +77,8 @@ export interface InjectedFlow {
   socket: net.Socket;
   /** Nanoseconds from the blob being complete to the socket being ready. */
   injectNs: bigint;
+  /** Set when the connection is routed per request (the app got session.app). */
+  session?: PerRequestSession;
 }
 
 export interface HostAgentEvents {
@@ -82,7 +97,11 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
     refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
     tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0, tunnelRefusedMalformed: 0,
-    pings: 0,
+    pings: 0, routingRefused: 0,
+  };
+  /** Per-request routing (issue 15). */
+  readonly perRequestStats: PerRequestStats = {
+    handbacks: 0, handbacksFailed: 0, handbacksRefusedFin: 0, handbacksTimedOut: 0, unframed: 0,
   };
   /**
    * Announced in every PONG: balancers send no new connections here while
@@ -100,6 +119,11 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   private readonly balancers: Set<string>;
   private readonly inject: (blob: ConnectionBlob) => net.Socket;
   private readonly injectTimes: bigint[] = [];
+  /** Hand-backs to the balancers: the same reliable transfer, the other way. */
+  private readonly handbackSender: BlobSender;
+  private readonly handbackTimers: { stop(): void };
+  /** Routers by routing document (the blob's bytes, latin1): a balancer sends the same one until it reloads. */
+  private readonly routers = new Map<string, Router | null>();
 
   constructor(private readonly opts: HostAgentOptions) {
     super();
@@ -113,6 +137,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     this.sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
     this.sock.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
     this.sock.on('error', (err) => this.emit('error', err));
+    this.handbackSender = new BlobSender({ send: (dest, d) => this.sock.send(d, dest.port, dest.ip) });
+    this.handbackTimers = driveWithTimers(this.handbackSender);
   }
 
   /** Bind the blob port. @returns the bound port. */
@@ -127,6 +153,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   }
 
   close(): void {
+    this.handbackTimers.stop();
+    this.handbackSender.close();
     this.sock.close();
     for (const f of this.flows.values()) f.socket.destroy();
     this.flows.clear();
@@ -163,6 +191,9 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       return;
     }
     if (msg.length > 5 && msg[5] === DatagramType.PING) return this.onPing(msg, rinfo);
+    if (msg.length > 5 && (msg[5] === DatagramType.ACK || msg[5] === DatagramType.FINAL || msg[5] === DatagramType.ERROR)) {
+      return this.handbackSender.onDatagram({ ip: rinfo.address, port: rinfo.port }, msg);
+    }
     const r = this.reasm.receive({ ip: rinfo.address, port: rinfo.port }, msg, Date.now());
     switch (r.kind) {
       case 'dropped':
@@ -231,6 +262,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     const flow: InjectedFlow = { flowId: blob.flowId, blob, socket, injectNs };
     this.flows.set(blob.flowId, flow);
     socket.once('close', () => {
+      if (flow.session?.handedBack) return; // moved on: its mapping stays, the balancer re-points it
       if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
       this.stats.closed++;
       this.opts.tunnel?.revoke(blob);
@@ -240,7 +272,60 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       } catch { /* agent closing */ }
     });
     this.stats.injected++;
-    this.emit('connection', socket, flow);
+    const router = blob.routing && this.opts.perRequest !== false ? this.routerFor(blob.routing) : null;
+    if (!router) {
+      this.emit('connection', socket, flow);
+      return Status.OK;
+    }
+    const session = new PerRequestSession({
+      socket, blob, router, stats: this.perRequestStats,
+      revoke: () => this.opts.tunnel?.revoke(blob),
+      handback: (f, data, done) => this.handBack(blob, f, data, from, done),
+    });
+    flow.session = session;
+    this.emit('connection', session.app as unknown as net.Socket, flow);
     return Status.OK;
+  }
+
+  private routerFor(doc: Buffer): Router | null {
+    const k = doc.toString('latin1');
+    let r = this.routers.get(k);
+    if (r === undefined) {
+      r = null;
+      try {
+        const raw: unknown = JSON.parse(doc.toString('utf8'));
+        const hosts = (raw as { pools?: Array<{ hosts?: Array<{ host?: unknown }> }> }).pools
+          ?.flatMap((p) => p.hosts?.map((h) => String(h.host)) ?? []) ?? [];
+        const v = validateRouting(raw, hosts);
+        if (v.ok) r = new Router(v.routing, hosts);
+      } catch { /* refused below */ }
+      if (!r) this.stats.routingRefused++;
+      if (this.routers.size >= 16) this.routers.delete(this.routers.keys().next().value as string);
+      this.routers.set(k, r);
+    }
+    return r;
+  }
+
+  /** Send a frozen connection back to the balancer that handed it here. */
+  private handBack(orig: ConnectionBlob, f: FrozenConn, data: Buffer, to: dgram.RemoteInfo,
+    done: (ok: boolean) => void): void {
+    this.flows.delete(orig.flowId);
+    const rcvNxt = f.rcvNxt >>> 0;
+    const blob: ConnectionBlob = {
+      v: 1, flowId: orig.flowId, clientIp: orig.clientIp, clientPort: orig.clientPort, vip: orig.vip, vipPort: orig.vipPort,
+      // The stream restarts at the next request: sequence numbers before it no longer matter.
+      iss: (f.sndNxt - 1) >>> 0, irs: (rcvNxt - data.length - 1) >>> 0, sndNxt: f.sndNxt >>> 0, rcvNxt,
+      sndWnd: f.sndWnd, rcvWnd: f.rcvWnd, sndWscale: orig.sndWscale, rcvWscale: orig.rcvWscale, mss: orig.mss,
+      sackOk: orig.sackOk, tsOk: orig.tsOk, tsVal: f.tsValue >>> 0, tsEcr: 0, data, decision: orig.decision,
+      created: Date.now(), nonce: crypto.randomBytes(16),
+    };
+    let buf: Buffer;
+    try {
+      buf = encodeBlob(blob, this.opts.clusterKey);
+    } catch (err) {
+      this.emit('error', err as Error);
+      return done(false);
+    }
+    this.handbackSender.send({ ip: to.address, port: to.port }, buf, (r) => done(r.ok));
   }
 }

@@ -13,7 +13,7 @@ import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
 import type { ConnectionBlob } from '../transfer/blob';
 
 /** Must equal HH_ABI_VERSION in native/host-agent/handoff_host.h. */
-export const HOST_ABI_VERSION = 1;
+export const HOST_ABI_VERSION = 2;
 
 /** The library is missing, or another version than this binding's. */
 export class HostNativeError extends Error {
@@ -138,11 +138,23 @@ export const HhInjectFailure = koffi.struct('hh_inject_failure', {
   queued: 'uint32_t',
 });
 
+export const HhFrozen = koffi.struct('hh_frozen', {
+  snd_nxt: 'uint32_t',
+  rcv_nxt: 'uint32_t',
+  snd_wnd: 'uint32_t',
+  rcv_wnd: 'uint32_t',
+  ts_value: 'uint32_t',
+  unread: 'uint32_t',
+  fd: 'int32_t',
+  reserved: 'uint32_t',
+});
+
 /** Every struct of handoff_host.h by its C name (for the ABI test). */
 export const hostAbiStructs: Record<string, TypeObject> = {
   hh_conn: HhConn,
   hh_flow_key: HhFlowKey,
   hh_inject_failure: HhInjectFailure,
+  hh_frozen: HhFrozen,
 };
 
 /** The constants hh_abi_layout() publishes (hh_tunnel_key.h). */
@@ -444,4 +456,55 @@ export function tunnelTestRun(h: number, frame: Buffer, o: { flags?: number; vni
 /** hh_tunnel_close: detach and unload. @returns 0 or -errno */
 export function tunnelClose(h: number): number {
   return tunnel().close(h);
+}
+
+// ---------------------------------------------------------------------------
+// Hand-back (hh_freeze.c)
+
+/** A connection frozen by nativeFreeze: its state now, and a descriptor still in repair mode. */
+export interface FrozenConn {
+  sndNxt: number;
+  rcvNxt: number;
+  sndWnd: number;
+  rcvWnd: number;
+  tsValue: number;
+  /** Bytes the kernel had received and nobody had read, in order. */
+  unread: Buffer;
+  /** Close with nativeFrozenClose (silently, or with a reset). */
+  fd: number;
+}
+
+const frozenBuf = Buffer.alloc(koffi.sizeof(HhFrozen));
+const frozenView = new DataView(frozenBuf.buffer, frozenBuf.byteOffset, frozenBuf.byteLength);
+const FZ = Object.fromEntries(['snd_nxt', 'rcv_nxt', 'snd_wnd', 'rcv_wnd', 'ts_value', 'unread', 'fd']
+  .map((f) => [f, koffi.offsetof(HhFrozen, f)])) as Record<string, number>;
+/** Unread bytes a freeze can carry: a socket's default receive buffer is smaller. */
+const FREEZE_BUF_BYTES = 1 << 20;
+let freezeBuf: Buffer | undefined;
+let hhFreeze: ((fd: number, buf: Buffer, len: number, out: Buffer) => number) | undefined;
+let hhFrozenClose: ((fd: number, reset: number) => number) | undefined;
+
+/**
+ * hh_freeze: TCP_REPAIR on a live, drained socket; its state and unread bytes.
+ * @returns the frozen state, or -errno (-EBUSY: bytes still unacknowledged)
+ *          with hostLastError() saying why; the socket is then as it was
+ */
+export function nativeFreeze(fd: number): FrozenConn | number {
+  if (!hhFreeze) hhFreeze = lib().func('int hh_freeze(int fd, void *buf, size_t len, void *out)') as unknown as typeof hhFreeze;
+  freezeBuf ??= Buffer.alloc(FREEZE_BUF_BYTES);
+  const rc = hhFreeze!(fd, freezeBuf, freezeBuf.length, frozenBuf);
+  if (rc < 0) return rc;
+  const v = frozenView;
+  const unread = v.getUint32(FZ.unread, LE);
+  return {
+    sndNxt: v.getUint32(FZ.snd_nxt, LE), rcvNxt: v.getUint32(FZ.rcv_nxt, LE), sndWnd: v.getUint32(FZ.snd_wnd, LE),
+    rcvWnd: v.getUint32(FZ.rcv_wnd, LE), tsValue: v.getUint32(FZ.ts_value, LE),
+    unread: Buffer.from(freezeBuf.subarray(0, unread)), fd: v.getInt32(FZ.fd, LE),
+  };
+}
+
+/** hh_frozen_close: close a frozen descriptor silently, or with a RST. @returns 0 or -errno */
+export function nativeFrozenClose(fd: number, reset: boolean): number {
+  if (!hhFrozenClose) hhFrozenClose = lib().func('int hh_frozen_close(int fd, int reset)') as unknown as typeof hhFrozenClose;
+  return hhFrozenClose!(fd, reset ? 1 : 0);
 }

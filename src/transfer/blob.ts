@@ -89,7 +89,18 @@ export interface ConnectionBlob {
   created: number;
   /** 16 random bytes; a host accepts each nonce once. */
   nonce: Buffer;
+  /**
+   * Per-request routing (issue 15): the balancer's routing as JSON (pools,
+   * rules, defaults), so the host can tell whether a later request on this
+   * connection belongs to a pool it is in, or must be handed back. Absent:
+   * the connection stays whatever comes next. Optional and last, so a blob
+   * without it encodes as before.
+   */
+  routing?: Buffer;
 }
+
+/** Longest routing document a blob carries. */
+export const MAX_ROUTING_BYTES = 65536;
 
 export type BlobErrorCode =
   | 'ERR_BLOB_TRUNCATED'
@@ -116,6 +127,8 @@ export const BLOB_FIELDS = [
   'sndWnd', 'rcvWnd', 'sndWscale', 'rcvWscale', 'mss', 'sackOk', 'tsOk', 'tsVal', 'tsEcr',
   'data', 'decision', 'created', 'nonce',
 ] as const satisfies readonly (keyof ConnectionBlob)[];
+/** Fields a blob may carry after BLOB_FIELDS, in this order. */
+const OPTIONAL_FIELDS = ['routing'] as const satisfies readonly (keyof ConnectionBlob)[];
 const DECISION_FIELDS = ['rule', 'pool', 'host'] as const satisfies readonly (keyof HandoffDecision)[];
 
 // Records off: a record encoding would depend on which structures the packer
@@ -261,11 +274,13 @@ function bytes(o: Record<string, unknown>, field: string, min: number, max: numb
   return Buffer.from(x);
 }
 
-function exactKeys(o: Record<string, unknown>, fields: readonly string[], path: string): void {
+function exactKeys(o: Record<string, unknown>, fields: readonly string[], path: string, optional: readonly string[] = []): void {
   for (const f of fields) if (!Object.hasOwn(o, f)) schemaError(path + f, 'missing');
   const keys = Object.keys(o);
-  if (keys.length !== fields.length) {
-    const extra = keys.filter((k) => !fields.includes(k));
+  const present = optional.filter((f) => Object.hasOwn(o, f) && o[f] !== undefined).length;
+  const undef = optional.filter((f) => Object.hasOwn(o, f) && o[f] === undefined).length;
+  if (keys.length !== fields.length + present + undef) {
+    const extra = keys.filter((k) => !fields.includes(k) && !optional.includes(k));
     schemaError(path + (extra[0] ?? '?'), 'unknown field');
   }
 }
@@ -280,7 +295,7 @@ function typeOf(x: unknown): string {
 /** Check every field and return a fresh blob with fields in wire order. */
 export function validateBlob(x: unknown): ConnectionBlob {
   if (!isObject(x)) schemaError('(root)', `expected a map, got ${typeOf(x)}`);
-  exactKeys(x, BLOB_FIELDS, '');
+  exactKeys(x, BLOB_FIELDS, '', OPTIONAL_FIELDS);
   if (x.v !== BLOB_VERSION) schemaError('v', `expected ${BLOB_VERSION}`);
   const d = x.decision;
   if (!isObject(d)) schemaError('decision', `expected a map, got ${typeOf(d)}`);
@@ -312,6 +327,7 @@ export function validateBlob(x: unknown): ConnectionBlob {
     created: int(x, 'created', 0, Number.MAX_SAFE_INTEGER),
     nonce: bytes(x, 'nonce', NONCE_BYTES, NONCE_BYTES),
   };
+  if (x.routing !== undefined) blob.routing = bytes(x, 'routing', 2, MAX_ROUTING_BYTES);
   if (((blob.irs + 1 + blob.data.length) >>> 0) !== blob.rcvNxt) {
     schemaError('rcvNxt', `${blob.rcvNxt} is not irs + 1 + data.length (${(blob.irs + 1 + blob.data.length) >>> 0})`);
   }

@@ -88,6 +88,8 @@ export const Status = {
   BAD_VERSION: 7,
   TRUNCATED: 8,
   INTERNAL: 9,
+  /** A hand-back for a flow the balancer does not have on the sending host. */
+  UNKNOWN_FLOW: 10,
   BUSY: 64,
   TOO_LARGE: 65,
 } as const;
