@@ -2,8 +2,10 @@
 // fed in every split, the router's host-side questions (route, poolHas,
 // mayMove, sticky), and the routing the blob carries.
 import t from 'tap';
+import fc from 'fast-check';
 import { BodyReader, bodyFraming, headEnd, ResponseCounter } from '../src/host/http-framing';
 import { Router } from '../src/classifier/router';
+import { decodeBlob, encodeBlob, ReplayWindow } from '../src/transfer';
 import { validateRouting } from '../src/classifier/rules-schema';
 import type { RequestInfo } from '../src/classifier/request-info';
 
@@ -109,7 +111,6 @@ t.test('the router answers the host: route, pool membership, whether a connectio
 });
 
 t.test('a blob carries the routing, authenticated; without it a blob encodes exactly as before', async (t) => {
-  const { decodeBlob, encodeBlob, ReplayWindow } = await import('../src/transfer');
   const key = Buffer.alloc(32, 7);
   const base = {
     v: 1 as const, flowId: 7, clientIp: '198.18.0.1', clientPort: 40000, vip: '198.18.0.100', vipPort: 80,
@@ -128,4 +129,18 @@ t.test('a blob carries the routing, authenticated; without it a blob encodes exa
   forged[forged.length - 40] ^= 1;
   t.throws(() => decodeBlob(forged, key, { replay: new ReplayWindow() }), { code: 'ERR_BLOB_MAC' }, 'the MAC covers it');
   t.throws(() => encodeBlob({ ...base, routing: Buffer.alloc(65537) }, key), { code: 'ERR_BLOB_SCHEMA' }, 'at most 64 KiB');
+});
+
+t.test('property: any bytes, any split: the counters never throw and do not depend on the split', async (t) => {
+  const piece = fc.oneof(
+    fc.constantFrom('HTTP/1.1 200 OK\r\n', 'Content-Length: 3\r\n', 'Transfer-Encoding: chunked\r\n', '\r\n', 'abc',
+      '3\r\nabc\r\n', '0\r\n\r\n', 'HTTP/1.1 100 Continue\r\n\r\n', 'HTTP/1.1 204 No Content\r\n\r\n', 'zz\r\n'),
+    fc.uint8Array({ maxLength: 8 }).map((b) => Buffer.from(b).toString('latin1')));
+  fc.assert(fc.property(fc.array(piece, { maxLength: 30 }), fc.integer({ min: 1, max: 17 }), (parts, size) => {
+    const buf = Buffer.from(parts.join(''), 'latin1');
+    const whole = countIn(['GET', 'GET', 'GET', 'GET'], buf, buf.length || 1);
+    const split = countIn(['GET', 'GET', 'GET', 'GET'], buf, size);
+    return whole.completed === split.completed && whole.unframed === split.unframed;
+  }), { numRuns: 2000 });
+  t.pass('2000 random response streams: the same count whole and split');
 });

@@ -32,6 +32,8 @@ export interface WrkOptions {
   headers?: string[];
   /** Directory for the Lua script. */
   dir: string;
+  /** Lua run before the reporting script (e.g. a request() that varies the path). */
+  lua?: string;
 }
 
 export interface WrkResult {
@@ -47,8 +49,9 @@ export interface WrkResult {
 
 /** Run wrk to completion without blocking the event loop. @throws WrkError when it fails or prints no figures. */
 export function runWrk(o: WrkOptions): Promise<WrkResult> {
-  const script = path.join(o.dir, 'wrk-json.lua');
-  if (!fs.existsSync(script)) fs.writeFileSync(script, SCRIPT);
+  const script = path.join(o.dir, o.lua ? 'wrk-json-custom.lua' : 'wrk-json.lua');
+  if (o.lua) fs.writeFileSync(script, `${o.lua}\n${SCRIPT}`);
+  else if (!fs.existsSync(script)) fs.writeFileSync(script, SCRIPT);
   const wrkArgs = [`-t${o.threads}`, `-c${o.connections}`, `-d${o.seconds}s`,
     '--timeout', '10s', '-s', script, ...(o.headers ?? []).flatMap((h) => ['-H', h]), o.url];
   // bash's `times` prints its children's CPU time once wrk is done.

@@ -200,7 +200,7 @@ async function runHost(argv: string[]): Promise<number> {
   const clusterKey = loadClusterKey(cfg, values.config);
   const host = await createHost({
     port: cfg.listen.port, address: cfg.listen.address, clusterKey, vips: cfg.vips, balancers: cfg.balancers,
-    maxAgeMs: cfg.maxBlobAgeMs, network: cfg.network,
+    maxAgeMs: cfg.maxBlobAgeMs, network: cfg.network, perRequest: cfg.perRequest,
     app: cfg.app.kind === 'demo' ? { kind: 'demo', name: cfg.name } : cfg.app,
   });
   const log = createLogger({ service: 'handoff-host', level: cfg.log.level });

@@ -122,6 +122,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   /** Hand-backs to the balancers: the same reliable transfer, the other way. */
   private readonly handbackSender: BlobSender;
   private readonly handbackTimers: { stop(): void };
+  /** Hand-backs sent and not yet answered, by flow ID: the frozen socket still holds the 4-tuple. */
+  private readonly handingBack = new Map<number, { transfer: number; done: (ok: boolean) => void }>();
   /** Routers by routing document (the blob's bytes, latin1): a balancer sends the same one until it reloads. */
   private readonly routers = new Map<string, Router | null>();
 
@@ -192,7 +194,12 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     }
     if (msg.length > 5 && msg[5] === DatagramType.PING) return this.onPing(msg, rinfo);
     if (msg.length > 5 && (msg[5] === DatagramType.ACK || msg[5] === DatagramType.FINAL || msg[5] === DatagramType.ERROR)) {
-      return this.handbackSender.onDatagram({ ip: rinfo.address, port: rinfo.port }, msg);
+      // An answer to a hand-back; what matches none (forged, late, malformed) is counted as dropped.
+      const x = this.handbackSender.stats;
+      const refused = x.badDatagrams + x.unknown + x.misaddressed;
+      this.handbackSender.onDatagram({ ip: rinfo.address, port: rinfo.port }, msg);
+      this.stats.datagramsDropped += x.badDatagrams + x.unknown + x.misaddressed - refused;
+      return;
     }
     const r = this.reasm.receive({ ip: rinfo.address, port: rinfo.port }, msg, Date.now());
     switch (r.kind) {
@@ -244,6 +251,14 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     if (!this.vips.has(`${blob.vip}:${blob.vipPort}`)) {
       this.stats.refusedVip++;
       return Status.WRONG_VIP;
+    }
+    // The balancer hands a flow on only once it took the hand-back: if the
+    // connection comes back here before its FINAL did, the frozen socket goes now.
+    const back = this.handingBack.get(blob.flowId);
+    if (back) {
+      this.handingBack.delete(blob.flowId);
+      this.handbackSender.cancel(back.transfer);
+      back.done(true);
     }
     let socket: net.Socket;
     try {
@@ -326,6 +341,16 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       this.emit('error', err as Error);
       return done(false);
     }
-    this.handbackSender.send({ ip: to.address, port: to.port }, buf, (r) => done(r.ok));
+    const entry = { transfer: -1, done };
+    this.handingBack.set(orig.flowId, entry);
+    entry.transfer = this.handbackSender.send({ ip: to.address, port: to.port }, buf, (r) => {
+      if (this.handingBack.get(orig.flowId) !== entry) return; // already settled by the flow's return
+      this.handingBack.delete(orig.flowId);
+      // Reset the client only when the balancer refused the hand-back. Silence for the whole
+      // transfer leaves it unknown whether the balancer took it (and handed the connection on,
+      // which a RST from here would kill there): close silently; if it did not, the flow is
+      // revoked here and the client times out, never served wrongly.
+      done(r.ok || r.code === 'ERR_TRANSFER_GAVE_UP');
+    });
   }
 }

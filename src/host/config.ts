@@ -18,6 +18,7 @@ export const HostConfigSchema = Type.Object({
     { additionalProperties: false }), { minItems: 1 }),
   balancers: Type.Array(Ipv4, { default: [], description: 'balancer addresses allowed to send blobs; empty: any' }),
   maxBlobAgeMs: Type.Integer({ minimum: 100, default: 5000 }),
+  perRequest: Type.Boolean({ default: true, description: 'route each HTTP request where the balancer asks for it (hand-back)' }),
   control: Type.Object({
     socket: Type.String({ minLength: 1, default: '/run/handoff/host.sock', description: 'UNIX socket for status' }),
   }, { additionalProperties: false, default: {} }),

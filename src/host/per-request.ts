@@ -22,7 +22,7 @@ import { nativeFreeze, nativeFrozenClose, type FrozenConn } from './native';
 export interface PerRequestStats {
   /** Connections handed back: frozen and sent to the balancer. */
   handbacks: number;
-  /** Hand-backs whose transfer failed: the client was reset. */
+  /** Hand-backs the balancer refused: the client was reset. */
   handbacksFailed: number;
   /** A request for another pool after the client half-closed (a blob cannot carry the FIN): reset. */
   handbacksRefusedFin: number;
@@ -39,7 +39,7 @@ export interface PerRequestOptions {
   stats: PerRequestStats;
   /** Called before the freeze: stop the tunnel check letting this flow's packets in. */
   revoke(): void;
-  /** The frozen connection and the bytes of its next requests: send them back, then call done(ok). */
+  /** The frozen connection and the bytes of its next requests: send them back, then call done(closeSilently). */
   handback(frozen: FrozenConn, data: Buffer, done: (ok: boolean) => void): void;
   /** Longest wait for the previous response to be acknowledged. Default 10000 ms. */
   drainTimeoutMs?: number;

@@ -206,7 +206,7 @@ export function decodeBlob(buf: Buffer, key: Buffer, opts: DecodeBlobOptions): C
     throw new BlobError('ERR_BLOB_SCHEMA', `blob body is not valid msgpack: ${(err as Error).message}`);
   }
   if (isObject(raw) && raw.v !== BLOB_VERSION && Object.hasOwn(raw, 'v')) {
-    throw new BlobError('ERR_BLOB_VERSION', `blob body version ${String(raw.v)}, expected ${BLOB_VERSION}`);
+    throw new BlobError('ERR_BLOB_VERSION', `blob body version ${typeof raw.v === 'number' ? raw.v : typeOf(raw.v)}, expected ${BLOB_VERSION}`);
   }
   const blob = validateBlob(raw);
 
@@ -289,7 +289,10 @@ function typeOf(x: unknown): string {
   if (x === null) return 'null';
   if (x instanceof Uint8Array) return 'bytes';
   if (Array.isArray(x)) return 'array';
-  return typeof x === 'object' ? (x.constructor?.name ?? 'object') : typeof x;
+  if (typeof x !== 'object') return typeof x;
+  // A decoded map may carry its own "constructor" key: never trust it to be a class.
+  const name: unknown = (x as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' ? name : 'object';
 }
 
 /** Check every field and return a fresh blob with fields in wire order. */
