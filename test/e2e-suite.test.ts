@@ -289,6 +289,52 @@ if (!isRoot) {
     else t.same(o, { how: 'ECONNRESET', got: ['served by host1'] }, 'the first answered, then reset: never served by host1');
   });
 
+  t.test('per request: wrk with a Lua script alternating pools, every answer from the right host',
+    { skip: !has('wrk') && 'wrk is not installed (apt-get install -y wrk)' }, async (t) => {
+      // Each connection alternates / (host1) and /two/x (host2). One
+      // connection per thread, so a thread's answers arrive in its requests'
+      // order and must alternate between the hosts; done() reads each
+      // thread's globals (wrk keeps one Lua state per thread).
+      const lua = path.join(dir, 'alternate.lua');
+      fs.writeFileSync(lua, `
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) sent = 0; answered = 0; wrong = 0; last = ""; first = "" end
+function request()
+  sent = sent + 1
+  if sent % 2 == 0 then return wrk.format("GET", "/two/x") end
+  return wrk.format("GET", "/")
+end
+-- wrk may build a request it never sends, so the parity of the first answer
+-- is unknown; what must hold is that the answers alternate between the hosts.
+function response(status, headers, body)
+  answered = answered + 1
+  local ok = (body == "served by host1\\n" or body == "served by host2\\n") and body ~= last
+  if not ok then
+    wrong = wrong + 1
+    if first == "" then first = string.format("#%d %d %q after %q", answered, status, body, last) end
+  end
+  last = body
+end
+function done(summary, latency, requests)
+  for _, th in ipairs(threads) do
+    io.write(string.format("LUA checked=%d wrong=%d first=%s\\n", th:get("answered"), th:get("wrong"), th:get("first")))
+  end
+end
+`);
+      const s0 = { ...engine().stats };
+      const r = await runIn(client.ns, 'wrk', ['-t2', '-c2', '-d3s', '--timeout', '5s', '-s', lua, `http://${VIP}/`], { timeoutMs: 60000 });
+      const out = r.stdout.toString();
+      t.equal(r.code, 0, `wrk exits 0 ${r.stderr}`);
+      t.notMatch(out, /Socket errors|Non-2xx/, 'no errors');
+      const counts = [...out.matchAll(/LUA checked=(\d+) wrong=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
+      t.equal(counts.length, 2, 'both threads reported');
+      const checked = counts.reduce((a, c) => a + c[0], 0);
+      t.ok(checked > 10, `answers checked: ${checked}`);
+      t.equal(counts.reduce((a, c) => a + c[1], 0), 0, `none from the wrong host ${out.match(/first=.*/g)?.join(' ')}`);
+      t.ok(engine().stats.handbacks - s0.handbacks > 10, `hand-backs: ${engine().stats.handbacks - s0.handbacks}`);
+    });
+
   // Each hand-back transfer fails (all maxAttempts rounds lost) with a
   // probability of about 0.19^6 = 5e-5 at this loss: about 1.5e-3 for the 30
   // here; a failure resets the client and would show as a wrong body.

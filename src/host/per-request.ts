@@ -83,6 +83,13 @@ export class PerRequestSession {
         if (this.handedBack) return cb();
         s.write(chunk, (err) => cb(err ?? undefined));
       },
+      // http.Server corks a response's pieces (head, chunks, end): one write to the kernel, as on a socket.
+      writev: (chunks, cb) => {
+        const bufs = chunks.map((c) => c.chunk as Buffer);
+        for (const b of bufs) this.responses.feed(b);
+        if (this.handedBack) return cb();
+        s.write(bufs.length === 1 ? bufs[0] : Buffer.concat(bufs), (err) => cb(err ?? undefined));
+      },
       final: (cb) => {
         if (!this.handedBack) s.end();
         cb();
