@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HS_ABI_VERSION 4
+#define HS_ABI_VERSION 5
 
 #define HS_MAX_PORTS 8
 #define HS_MAX_WORKERS 16
@@ -45,6 +45,9 @@ enum hs_exc_reason {
 	HS_EXC_MISS = 1,  /**< VIP service traffic with no mapping */
 	HS_EXC_LOCAL = 2, /**< traffic to the balancer's own address */
 	HS_EXC_CONN = 3,  /**< a connection event; see struct hs_conn_event */
+	HS_EXC_STRAY = 4, /**< a non-SYN TCP segment of a flow this balancer has neither a mapping
+			       nor a connection for (another balancer's, before a rehash or a restart):
+			       rate-limited per worker by stray_rate / stray_burst */
 };
 
 /** Connection events (bit mask: one packet may carry several). */
@@ -99,6 +102,8 @@ struct hs_config {
 	uint8_t reset_bad_ack;     /**< 1: answer an ACK with a bad cookie with RST; 0: drop it */
 	uint8_t reserved[2];
 	uint8_t cookie_secret[16]; /**< all zero: random */
+	uint32_t stray_rate;       /**< stray segments per second and worker passed up (HS_EXC_STRAY); 0: none, they are dropped as before */
+	uint32_t stray_burst;      /**< token bucket depth for stray_rate; 0 means stray_rate / 10 + 1 */
 	struct hs_port_conf ports[HS_MAX_PORTS];
 	struct hs_vip_conf vips[HS_MAX_VIPS];
 };
@@ -345,6 +350,27 @@ int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen);
  * @return 0, -ENOTCONN, -EINVAL.
  */
 int hs_cookie_rotate(const uint8_t secret[16]);
+
+/**
+ * Set both SYN cookie secrets at once: @p gen makes new cookies, and a
+ * cookie checks against @p gen or @p alt. A cluster of balancers derives
+ * both from the cluster key and the clock, so a handshake whose ACK reaches
+ * another balancer than its SYN still completes.
+ * @return 0, -ENOTCONN, -EINVAL (NULL).
+ */
+int hs_cookie_set(const uint8_t gen[16], const uint8_t alt[16]);
+
+/**
+ * Run frames through the data path again, as if port @c meta[i].port had
+ * received them: worker 0 looks each up in the mapping table and tunnels,
+ * holds or drops it (drop_reinject_miss when it has no mapping; it never
+ * returns to the exception ring). For packets the control thread held while
+ * it found their flow's owner (HS_EXC_STRAY).
+ * @return frames queued, -ENOTCONN, -EINVAL (a descriptor is out of range:
+ *   nothing queued). Frames that find no mbuf or no ring room are counted
+ *   (control_tx_no_mbuf, control_tx_ring_full), not queued.
+ */
+int hs_reinject_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *meta, uint32_t n);
 
 /**
  * Point a mapping at another host (failover while PENDING).

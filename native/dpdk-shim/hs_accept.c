@@ -23,7 +23,41 @@ static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[
 /* Sequence-space comparison (RFC 1982 style). */
 static inline int seq_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 
-static inline uint32_t now_tick(void) { return hs_ts_now() / (hs.cfg.cookie_tick_s * 1000u); }
+/* Wall-clock ticks: every balancer of a cluster checks another's cookies. */
+static inline uint32_t now_tick(void) { return (uint32_t)(hs_wall_ms() / (hs.cfg.cookie_tick_s * 1000u)); }
+
+/* Token bucket for HS_EXC_STRAY: a flood of stray ACKs costs the control
+ * thread at most stray_rate lookups per second per worker. */
+static int stray_admit(struct hs_worker *w)
+{
+	uint64_t now = rte_get_tsc_cycles(), hz = rte_get_tsc_hz();
+	uint64_t dt = now - w->stray_refill_tsc;
+	if (dt > hz)
+		dt = hz; /* a full bucket after a second: no overflow below */
+	uint64_t add = dt * hs.cfg.stray_rate / hz;
+	if (add) {
+		uint64_t t = w->stray_tokens + add;
+		w->stray_tokens = (uint32_t)RTE_MIN(t, (uint64_t)hs.cfg.stray_burst);
+		w->stray_refill_tsc = now;
+	}
+	if (!w->stray_tokens)
+		return 0;
+	w->stray_tokens--;
+	return 1;
+}
+
+/* A segment of a flow this balancer does not know (another balancer's, after
+ * a rehash or this one's restart): up to the control thread, which asks the
+ * hosts for its owner, or dropped and counted when stray recovery is off or
+ * over its rate. */
+static void stray(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, int reason_if_off)
+{
+	if (!hs.cfg.stray_rate)
+		return hs_drop(w, m, reason_if_off);
+	if (!stray_admit(w))
+		return hs_drop(w, m, HS_D_STRAY_RATE);
+	hs_exception(w, m, port, HS_EXC_STRAY);
+}
 
 int hs_accept_setup(struct hs_worker *w, uint32_t cap)
 {
@@ -208,8 +242,7 @@ static void syn(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const st
 	s.dst_ip = p->src_ip;
 	s.src_port = p->dst_port;
 	s.dst_port = p->src_port;
-	s.seq = hs_cookie_make(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq,
-			       now / (hs.cfg.cookie_tick_s * 1000u), idx);
+	s.seq = hs_cookie_make(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq, now_tick(), idx);
 	s.ack = seq + 1;
 	s.flags = HS_TCP_SYN | HS_TCP_ACK;
 	s.window = (uint16_t)RTE_MIN(hs.cfg.accept_max_bytes, 65535u);
@@ -250,7 +283,9 @@ static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte
 
 	if (hs_cookie_check(&hs.cookie, p->src_ip, p->dst_ip, p->src_port, p->dst_port, seq - 1, ack - 1, now_tick(),
 			    &idx) < 0) {
-		if (hs.cfg.reset_bad_ack)
+		if (hs.cfg.stray_rate)
+			stray(w, port, m, HS_D_BAD_COOKIE);
+		else if (hs.cfg.reset_bad_ack)
 			reset_unaccepted(w, port, m, p, ack, HS_D_BAD_COOKIE);
 		else
 			hs_drop(w, m, HS_D_BAD_COOKIE);
@@ -404,8 +439,10 @@ void hs_accept_segment(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, c
 	if (rte_hash_lookup_data(w->acc.h, &k, &data) >= 0) {
 		c = data;
 	} else {
-		if ((p->tcp_flags & (HS_TCP_RST | HS_TCP_SYN)) || !(p->tcp_flags & HS_TCP_ACK))
+		if (p->tcp_flags & HS_TCP_SYN)
 			return hs_drop(w, m, HS_D_NO_CONN);
+		if ((p->tcp_flags & HS_TCP_RST) || !(p->tcp_flags & HS_TCP_ACK))
+			return stray(w, port, m, HS_D_NO_CONN); /* a RST of a flow on a host must reach it */
 		c = accept_ack(w, port, m, p, &k, seq, ack, &o);
 		if (!c)
 			return;

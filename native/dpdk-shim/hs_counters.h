@@ -43,7 +43,9 @@
 	X(FROZEN, "handoffs_frozen")                                           \
 	X(FAULT_CORRUPTED, "fault_corrupted")                                  \
 	X(FAULT_DUPLICATED, "fault_duplicated")                                \
-	X(FAULT_REORDERED, "fault_reordered")
+	X(FAULT_REORDERED, "fault_reordered")                                  \
+	X(EXC_STRAY, "exception_stray")                                        \
+	X(REINJECTED, "reinjected")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \
@@ -87,7 +89,9 @@
 	X(RST_WINDOW, "rst_out_of_window")                                     \
 	X(NOMBUF, "no_mbuf")                                                   \
 	X(STALE_COMMAND, "stale_command")                                      \
-	X(FAULT_DROPPED, "fault_injected")
+	X(FAULT_DROPPED, "fault_injected")                                     \
+	X(STRAY_RATE, "stray_rate_limited")                                    \
+	X(REINJECT_MISS, "reinject_miss")
 
 enum hs_counter {
 #define HS_X(id, name) HS_C_##id,

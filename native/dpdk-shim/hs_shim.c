@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/random.h>
+#include <time.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_eth_ring.h>
@@ -101,6 +102,8 @@ static void apply_defaults(struct hs_config *c)
 	DEF(accept_timeout_ms, 10000);
 	DEF(cookie_tick_s, 64);
 	DEF(rcv_wscale, 7);
+	if (c->stray_rate)
+		DEF(stray_burst, c->stray_rate / 10 + 1);
 	for (uint32_t i = 0; i < c->n_ports; i++) {
 		DEF(ports[i].mtu, 1500);
 		DEF(ports[i].rx_desc, 1024);
@@ -197,6 +200,10 @@ static int port_setup(uint32_t i)
 	p->ctl_tx = rte_ring_create(name, hs.cfg.tx_ring_size, (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
 	if (!p->ctl_tx)
 		return hs_fail(-ENOMEM, "ports[%u]: control TX ring: %s", i, rte_strerror(rte_errno));
+	snprintf(name, sizeof(name), "hs_reinj%u", i);
+	p->reinject = rte_ring_create(name, hs.cfg.tx_ring_size, (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+	if (!p->reinject)
+		return hs_fail(-ENOMEM, "ports[%u]: reinjection ring: %s", i, rte_strerror(rte_errno));
 	return 0;
 }
 
@@ -267,6 +274,7 @@ static void teardown(void)
 			rte_ring_free(p->ring_tx[q]);
 		}
 		rte_ring_free(p->ctl_tx);
+		rte_ring_free(p->reinject);
 	}
 	rte_ring_free(hs.exc);
 	for (int i = 0; i < 2; i++)
@@ -318,6 +326,10 @@ int hs_init(int argc, const char *const *argv, const struct hs_config *cfg)
 		hs.vips[i].proto = hs.cfg.vips[i].proto;
 	}
 	hs.tsc_per_ms = rte_get_tsc_hz() / 1000;
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
+	hs.wall_offset_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 -
+			    (int64_t)(rte_get_tsc_cycles() / hs.tsc_per_ms);
 	static const uint8_t zero16[16];
 	if (memcmp(hs.cfg.cookie_secret, zero16, 16) == 0 &&
 	    getrandom(hs.cfg.cookie_secret, 16, 0) != 16) {
@@ -389,6 +401,8 @@ int hs_stop(void)
 	for (uint32_t i = 0; i < hs.n_ports; i++) {
 		struct hs_port *p = &hs.ports[i];
 		while (p->ctl_tx && rte_ring_dequeue(p->ctl_tx, &m) == 0)
+			rte_pktmbuf_free(m);
+		while (p->reinject && rte_ring_dequeue(p->reinject, &m) == 0)
 			rte_pktmbuf_free(m);
 	}
 	teardown();
@@ -512,6 +526,34 @@ int hs_tx_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *
 			continue;
 		}
 		if (rte_ring_sp_enqueue(hs.ports[meta[i].port].ctl_tx, m) != 0) {
+			rte_pktmbuf_free(m);
+			s->c[HS_D_CTL_TX_FULL]++;
+			continue;
+		}
+		queued++;
+	}
+	if (queued)
+		hs_worker_kick(&hs.workers[0]);
+	return (int)queued;
+}
+
+int hs_reinject_burst(const uint8_t *buf, uint32_t buf_len, const struct hs_pkt_meta *meta, uint32_t n)
+{
+	int rc;
+	uint32_t queued = 0;
+
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if ((rc = check_descs(buf, buf_len, meta, n, 14, 1)))
+		return rc;
+	struct hs_stats *s = hs_ctl_stats();
+	for (uint32_t i = 0; i < n; i++) {
+		struct rte_mbuf *m = mbuf_from(buf, &meta[i]);
+		if (!m) {
+			s->c[HS_D_CTL_TX_NOMBUF]++;
+			continue;
+		}
+		if (rte_ring_sp_enqueue(hs.ports[meta[i].port].reinject, m) != 0) {
 			rte_pktmbuf_free(m);
 			s->c[HS_D_CTL_TX_FULL]++;
 			continue;
@@ -705,6 +747,18 @@ int hs_cookie_rotate(const uint8_t secret[16])
 	 * may fail once, and the client's retransmission succeeds. */
 	memcpy(hs.cookie.prev, hs.cookie.cur, 16);
 	memcpy(hs.cookie.cur, secret, 16);
+	return 0;
+}
+
+int hs_cookie_set(const uint8_t gen[16], const uint8_t alt[16])
+{
+	if (!hs.running)
+		return hs_fail(-ENOTCONN, "shim not running");
+	if (!gen || !alt)
+		return hs_fail(-EINVAL, "secret: NULL");
+	/* As hs_cookie_rotate: a check racing the copy may fail once. */
+	memcpy(hs.cookie.prev, alt, 16);
+	memcpy(hs.cookie.cur, gen, 16);
 	return 0;
 }
 

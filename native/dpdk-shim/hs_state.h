@@ -122,6 +122,8 @@ struct hs_worker {
 	struct hs_accept acc;
 	uint64_t rng;               /* fault injection random state */
 	struct rte_mbuf *reorder_held;
+	uint32_t stray_tokens;     /* HS_EXC_STRAY token bucket (one writer: this worker) */
+	uint64_t stray_refill_tsc;
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
 	/* Idle sleep that the control thread can cut short (hs_worker_kick):
@@ -140,6 +142,7 @@ struct hs_port {
 	struct rte_ring *ring_rx[HS_MAX_WORKERS];
 	struct rte_ring *ring_tx[HS_MAX_WORKERS];
 	struct rte_ring *ctl_tx;   /* control thread -> worker 0 */
+	struct rte_ring *reinject; /* control thread -> worker 0: frames for the data path again */
 };
 
 struct hs_vip {
@@ -180,6 +183,7 @@ struct hs_shim {
 	struct hs_cookie_secrets cookie;
 	uint64_t tsc_per_ms;
 	uint64_t clock_override_ms; /* tests: a fixed timestamp clock */
+	int64_t wall_offset_ms;     /* CLOCK_REALTIME minus the TSC clock at start: cookie ticks agree across machines */
 
 	uint32_t n_workers;
 	struct hs_worker *workers;
@@ -194,6 +198,15 @@ static inline struct hs_stats *hs_ctl_stats(void) { return &hs.stats[hs.n_worker
 int hs_mapping_setup(void);
 void hs_mapping_teardown(void);
 void hs_hold_pool_free(struct hs_worker *w);
+
+/* Wall-clock milliseconds (the TSC clock plus the offset taken at start):
+ * the SYN cookie tick, which every balancer of a cluster must agree on. */
+static inline uint64_t hs_wall_ms(void)
+{
+	if (unlikely(hs.clock_override_ms))
+		return hs.clock_override_ms;
+	return (uint64_t)((int64_t)(rte_get_tsc_cycles() / hs.tsc_per_ms) + hs.wall_offset_ms);
+}
 
 /* hs_worker.c */
 int hs_worker_main(void *arg);

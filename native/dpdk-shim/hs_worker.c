@@ -221,7 +221,7 @@ void hs_exception(struct hs_worker *w, struct rte_mbuf *m, uint16_t port, uint16
 	if (unlikely(rte_ring_mp_enqueue(hs.exc, m) != 0))
 		return drop(w, m, HS_D_EXC_RING_FULL);
 	if (reason != HS_EXC_CONN)
-		count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : HS_C_EXC_LOCAL);
+		count(w, reason == HS_EXC_MISS ? HS_C_EXC_MISS : reason == HS_EXC_STRAY ? HS_C_EXC_STRAY : HS_C_EXC_LOCAL);
 	/* A syscall only when the control thread is parked (hs_exc_wait or hs_exc_arm). */
 	if (unlikely(__atomic_load_n(&hs.exc_waiting, __ATOMIC_SEQ_CST)) &&
 	    __atomic_exchange_n(&hs.exc_waiting, 0, __ATOMIC_SEQ_CST))
@@ -396,6 +396,42 @@ static unsigned int run_control_tx(struct hs_worker *w)
 	return total;
 }
 
+/* Frames the control thread held while it found their flow's owner: the
+ * mapping is in place now, so they take the fast path; one that still
+ * misses is dropped here rather than going round the exception ring again. */
+static unsigned int run_reinject(struct hs_worker *w)
+{
+	struct rte_mbuf *b[HS_BURST];
+	unsigned int total = 0;
+
+	for (uint16_t p = 0; p < hs.n_ports; p++) {
+		unsigned int n = rte_ring_sc_dequeue_burst(hs.ports[p].reinject, (void **)b, HS_BURST, NULL);
+		for (unsigned int i = 0; i < n; i++) {
+			struct rte_mbuf *m = b[i];
+			struct hs_parsed pr;
+			void *data;
+			int cls = hs_parse_frame(rte_pktmbuf_mtod(m, uint8_t *), m->data_len, 0, &pr);
+			if (cls < 0) {
+				drop(w, m, -cls);
+				continue;
+			}
+			struct hs_flow_key k = {
+				.client_ip = pr.src_ip, .vip = pr.dst_ip, .client_port = pr.src_port,
+				.vip_port = pr.dst_port, .proto = pr.proto,
+			};
+			if (cls == HS_PKT_ARP || rte_hash_lookup_data(hs.map, &k, &data) < 0) {
+				drop(w, m, HS_D_REINJECT_MISS);
+				continue;
+			}
+			count(w, HS_C_REINJECTED);
+			stash(m, pr.l2_len, pr.ip_len);
+			hs_worker_mapped(w, p, data, m, &pr);
+		}
+		total += n;
+	}
+	return total;
+}
+
 /* Work the control thread queued for this worker (checked after announcing the nap). */
 static int control_work_queued(const struct hs_worker *w)
 {
@@ -403,7 +439,7 @@ static int control_work_queued(const struct hs_worker *w)
 		return 1;
 	if (w->idx == 0)
 		for (uint16_t p = 0; p < hs.n_ports; p++)
-			if (rte_ring_count(hs.ports[p].ctl_tx))
+			if (rte_ring_count(hs.ports[p].ctl_tx) || rte_ring_count(hs.ports[p].reinject))
 				return 1;
 	return 0;
 }
@@ -459,7 +495,7 @@ int hs_worker_main(void *arg)
 	while (likely(!hs.stop)) {
 		unsigned int work = run_commands(w);
 		if (w->idx == 0)
-			work += run_control_tx(w);
+			work += run_control_tx(w) + run_reinject(w);
 		for (uint16_t p = 0; p < hs.n_ports; p++) {
 			uint16_t n = rte_eth_rx_burst(hs.ports[p].port_id, w->idx, pkts, HS_BURST);
 			if (n) {

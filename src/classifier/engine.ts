@@ -11,6 +11,9 @@ import {
 import type { BlobSenderOptions, ConnectionBlob, TransferResult } from '../transfer';
 import { classifyBytes } from './classify';
 import { FlowIdAllocator } from './flow-ids';
+import type { FlowIdOptions } from './flow-ids';
+import { StrayRecovery } from './stray';
+import type { StrayOptions } from './stray';
 import type { RequestInfo } from './request-info';
 import type { Decision, HostDecision, Router } from './router';
 
@@ -75,6 +78,14 @@ export interface HandoffEngineOptions {
    * request belongs to a pool it is not in. Default: none.
    */
   perRequestVips?: ReadonlyArray<{ ip: string; port: number }>;
+  /** The flow IDs this balancer hands out (its partition of the VNI space in a cluster). Default: 1..0xffffff from 1. */
+  flowIds?: Omit<FlowIdOptions, 'quarantineMs'>;
+  /**
+   * Recovery of flows this balancer has no mapping for (another balancer's,
+   * or its own before a restart): the shim passes their segments up
+   * (ShimOptions.strayRate) and the engine asks the hosts. Default: off.
+   */
+  stray?: Omit<StrayOptions, 'clusterKey'>;
 }
 
 /** Counters of the engine; every connection ends in exactly one outcome. */
@@ -120,6 +131,8 @@ export interface EngineStats {
   handbacks: number;
   /** Hand-back blobs refused (forged, stale, replayed, or no such flow on that host). */
   handbacksRefused: number;
+  /** Flows taken over from a host's answer (stray recovery): mapped here under the host's flow ID. */
+  adopted: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
@@ -135,6 +148,8 @@ interface ActiveFlow {
   closingSince: number;
   /** In the closed queue already (a repeated CLOSED adds nothing: the queue stays one entry per flow). */
   closedQueued?: boolean;
+  /** Taken over from a host's answer, not handed off here. */
+  adopted?: boolean;
 }
 
 interface Snapshot {
@@ -222,8 +237,10 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
-    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0,
+    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0, adopted: 0,
   };
+  /** Stray recovery (issue 16), when configured. */
+  readonly stray?: StrayRecovery;
   readonly sender: BlobSender;
   /** Completed handoffs per host. */
   readonly perHost = new Map<string, number>();
@@ -241,6 +258,7 @@ export class HandoffEngine {
   private readonly nonces = new NoncePool();
   private readonly rx = new PacketBurst(64);
   private readonly tx = new PacketBurst(64);
+  private readonly reinjectTx = new PacketBurst(64);
   private readonly shimPort: number;
   private readonly blobPort: number;
   private readonly byteCap: number;
@@ -294,7 +312,19 @@ export class HandoffEngine {
     this.byteCap = o.byteCap ?? 16384;
     this.classifyTimeoutMs = o.classifyTimeoutMs ?? 3000;
     this.health = o.health ?? (() => true);
-    this.flowIds = new FlowIdAllocator({ quarantineMs: o.flowIdQuarantineMs });
+    this.flowIds = new FlowIdAllocator({ ...o.flowIds, quarantineMs: o.flowIdQuarantineMs });
+    if (o.stray) {
+      this.stray = new StrayRecovery({ ...o.stray, clusterKey: o.clusterKey }, {
+        hosts: () => this.hostByIp.values(),
+        send: (ip, port, d) => this.sendDatagram(ip, port, d),
+        adopt: (key, hostIp, flowId, frame, port) => this.adopt(key, hostIp, flowId, frame, port),
+        reinject: (frame, port) => {
+          if (this.reinjectTx.count === this.reinjectTx.capacity) this.flushReinject();
+          this.reinjectTx.add(frame, port);
+        },
+        reset: (frame, port) => this.resetStray(frame, port),
+      });
+    }
     this.closingTimeoutMs = o.closingTimeoutMs ?? 10_000;
     this.idleTimeoutMs = o.idleTimeoutMs ?? 300_000;
     this.spinMs = (o.spinUs ?? 0) / 1000;
@@ -412,8 +442,8 @@ export class HandoffEngine {
         const now = performance.now();
         if (this.step() > 0) lastWork = now;
         if (!this.running) return finish();
-        const due = this.sender.nextDeadline();
-        const wait = due === undefined ? 20 : Math.min(20, due - performance.now());
+        const due = Math.min(this.sender.nextDeadline() ?? Infinity, this.stray?.nextDeadline() ?? Infinity);
+        const wait = Math.min(20, due - performance.now());
         // Busy (or asked to spin, or a timer overdue): another pass after I/O and timers had their turn.
         const t = performance.now();
         if (wait <= 0 || t - lastWork < this.spinMs || t < this.spinUntil || !this.shim.armExceptions()) {
@@ -456,13 +486,19 @@ export class HandoffEngine {
         const reason = this.rx.reason(i);
         if (reason === ExceptionReason.CONN) this.onConnEvent(i);
         else if (reason === ExceptionReason.LOCAL) this.onLocal(i);
+        else if (reason === ExceptionReason.STRAY && this.stray) this.stray.onPacket(this.rx.frame(i), this.rx.port(i), performance.now());
         else this.stats.udpMisses++;
       }
       this.flushTx();
+      this.flushReinject();
       total += n;
     } while (n === this.rx.capacity);
     const now = performance.now();
     this.sender.tick(now);
+    if (this.stray) {
+      this.stray.tick(now);
+      this.flushReinject();
+    }
     if (now >= this.nextTimeoutScan) this.scanTimeouts(now);
     this.flushTx();
     return total;
@@ -830,6 +866,11 @@ export class HandoffEngine {
     const payload = Buffer.from(f.subarray(udp + 8, udp + len));
     if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
     if (payload.length > 5 && payload[5] === DatagramType.DATA) return this.onHandbackDatagram(from, payload);
+    if (payload.length > 5 && payload[5] === DatagramType.OWNER) {
+      if (this.stray && this.hostByIp.has(from.ip)) this.stray.onAnswer(from.ip, payload, performance.now());
+      else this.stats.localIgnored++;
+      return;
+    }
     if (payload.length > 5 && payload[5] === DatagramType.PONG) {
       if (this.onHostDatagram) this.onHostDatagram(from.ip, from.port, payload);
       else this.stats.localIgnored++;
@@ -953,6 +994,61 @@ export class HandoffEngine {
     for (let o = 14; o < 34; o += 2) sum += f.readUInt16BE(o);
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
     f.writeUInt16BE(~sum & 0xffff, 24);
+  }
+
+  /**
+   * A host answered that it has this flow, under `flowId`: map it here,
+   * ACTIVE, and watch it like a flow handed off here (sweeps, CLOSED).
+   */
+  private adopt(key: FlowKey, hostIp: string, flowId: number, frame: Buffer, port: number): boolean {
+    const host = this.hostByIp.get(hostIp);
+    if (!host || this.active.has(flowId)) return false;
+    const k = { clientIp: key.clientIp, clientPort: key.clientPort, vip: key.vip, vipPort: key.vipPort };
+    try {
+      this.shim.insertMapping({ ...k, hostId: host.id, flowId, state: FlowState.ACTIVE });
+    } catch (err) {
+      if ((err as ShimError).code !== 'EEXIST') {
+        this.stats.mappingErrors++;
+        return false;
+      }
+      // Mapped meanwhile (a handoff of a reused 4-tuple): its packets go where that says.
+      return true;
+    }
+    this.flowIds.claim(flowId);
+    const vlan = frame.length >= 18 && frame.readUInt16BE(12) === 0x8100 ? frame.readUInt16BE(14) & 0x0fff : 0;
+    this.active.set(flowId, { key: k, hostIp, port, peerMac: macToString(frame.subarray(6, 12)), vlan, packets: 0n,
+      lastChange: performance.now(), closingSince: 0, adopted: true });
+    this.stats.adopted++;
+    return true;
+  }
+
+  /** A stray segment nobody owns: reset its sender, as a kernel would for an unknown connection (RFC 9293 3.10.7.1). */
+  private resetStray(frame: Buffer, port: number): void {
+    let l2 = 14, vlan = 0;
+    if (frame.length >= 18 && frame.readUInt16BE(12) === 0x8100) (l2 = 18), (vlan = frame.readUInt16BE(14) & 0x0fff);
+    const t = l2 + (frame[l2] & 15) * 4;
+    const flags = frame[t + 13];
+    if (flags & TCP_RST) return; // never answer a reset
+    const ipLen = frame.readUInt16BE(l2 + 2);
+    const segLen = ipLen - (t - l2) - (frame[t + 12] >> 4) * 4 + (flags & 1 ? 1 : 0);
+    const ack = flags & TCP_ACK;
+    this.addTx(buildTcp({
+      srcMac: this.lbMac, dstMac: macToString(frame.subarray(6, 12)), vlan: vlan || undefined,
+      srcIp: frame.readUInt32BE(l2 + 16), dstIp: frame.readUInt32BE(l2 + 12),
+      srcPort: frame.readUInt16BE(t + 2), dstPort: frame.readUInt16BE(t),
+      seq: ack ? frame.readUInt32BE(t + 8) : 0, ack: ack ? 0 : (frame.readUInt32BE(t + 4) + segLen) >>> 0,
+      flags: ack ? TCP_RST : TCP_RST | TCP_ACK, window: 0,
+    }), port);
+  }
+
+  private flushReinject(): void {
+    if (!this.reinjectTx.count) return;
+    try {
+      this.shim.reinjectBurst(this.reinjectTx);
+    } catch {
+      this.stats.mappingErrors++;
+    }
+    this.reinjectTx.clear();
   }
 
   private addTx(frame: Buffer, port: number): void {

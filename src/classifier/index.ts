@@ -5,4 +5,5 @@ export * from './maglev';
 export * from './parsers';
 export * from './request-info';
 export * from './router';
+export * from './stray';
 export * from './rules-schema';

@@ -6,6 +6,8 @@ import { PacketBurst, Shim } from '../offload';
 import { decodeDatagram } from '../transfer';
 import { BalancerConfig } from './config-schema';
 import { ConfigError, ealArgs } from './config';
+import { cookieSecretsAt } from './cluster';
+import { flowIdPartition } from '../classifier';
 import type { ConfigProblem } from './config';
 import { HealthMonitor } from './health';
 import type { Logger } from './log';
@@ -29,7 +31,7 @@ export interface ReloadResult {
 const MAX_HOST_IDS = 4096;
 
 const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
-  'mappings', 'statsIntervalMs', 'control', 'log'] as const;
+  'mappings', 'cluster', 'statsIntervalMs', 'control', 'log'] as const;
 
 /** Deep equality, whatever the order of keys in the file. */
 const same = (a: unknown, b: unknown) => isDeepStrictEqual(a, b);
@@ -94,6 +96,9 @@ export class Balancer {
       cookieTickS: a.cookieTickS,
       rcvWscale: a.rcvWscale,
       resetBadAck: a.resetBadAck,
+      // Stray recovery needs the engine (routing) to ask the hosts.
+      strayRate: config.cluster.recovery.enabled && config.routing.pools.length ? config.cluster.recovery.ratePerWorker : 0,
+      strayBurst: config.cluster.recovery.burst,
     });
   }
 
@@ -126,6 +131,8 @@ export class Balancer {
         onHostDatagram: (fromIp, fromPort, d) => this.onHostDatagram(fromIp, fromPort, d),
         onHandoffLatency: this.onHandoffLatency,
         perRequestVips: cfg.vips.filter((v) => v.proto === 'tcp' && v.perRequest),
+        flowIds: { ...flowIdPartition(cfg.cluster.balancerId, cfg.cluster.idBits), randomStart: true },
+        stray: cfg.cluster.recovery.enabled ? (({ enabled: _e, ratePerWorker: _r, burst: _b, ...r }) => r)(cfg.cluster.recovery) : undefined,
         clusterKey: this.clusterKey,
         blobPort: cfg.blob.port,
         byteCap: cfg.classify.byteCap,
@@ -145,7 +152,18 @@ export class Balancer {
     } else {
       this.running = this.drainLoop();
     }
-    if (cfg.accept.cookieRotateS > 0) {
+    if (this.clusterKey) {
+      // Every balancer with this key makes and checks the same cookies (issue 16).
+      const apply = () => {
+        const s = cookieSecretsAt(this.clusterKey!, Date.now(), cfg.accept.cookieRotateS, cfg.cluster.clockSkewS);
+        this.shim.setCookieSecrets(s.gen, s.alt);
+        if (Number.isFinite(s.nextChangeMs)) {
+          this.rotateTimer = setTimeout(apply, Math.min(2 ** 31 - 1, Math.max(10, s.nextChangeMs - Date.now() + 5)));
+          this.rotateTimer.unref();
+        }
+      };
+      apply();
+    } else if (cfg.accept.cookieRotateS > 0) {
       this.rotateTimer = setInterval(() => this.shim.rotateCookieSecret(crypto.randomBytes(16)),
         cfg.accept.cookieRotateS * 1000);
       this.rotateTimer.unref();
@@ -270,6 +288,8 @@ export class Balancer {
       counters: c.total,
       workers: c.workers.length,
       engine: this.engine ? { ...this.engine.stats, latencyUs: this.engine.latency(), transfers: this.engine.sender.stats } : null,
+      stray: this.engine?.stray ? { ...this.engine.stray.stats, inProgress: this.engine.stray.inProgress,
+        remembered: this.engine.stray.remembered, latencyUs: this.engine.stray.latency() } : null,
       unhandledExceptions: this.unhandledExceptions,
     };
   }
@@ -291,7 +311,7 @@ export class Balancer {
 
   async stop(): Promise<void> {
     if (this.healthTimer) clearInterval(this.healthTimer);
-    if (this.rotateTimer) clearInterval(this.rotateTimer);
+    if (this.rotateTimer) clearTimeout(this.rotateTimer);
     this.draining = false;
     if (this.engine) this.engine.stop();
     else this.shim.wakeExceptions();

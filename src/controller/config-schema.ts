@@ -101,6 +101,27 @@ export const BlobSchema = Type.Object({
   fragmentSize: Type.Integer({ minimum: 64, maximum: 8940, default: 1400 }),
 }, { additionalProperties: false });
 
+export const RecoverySchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'look up the owner of a flow with no mapping here (another balancer\'s, or this one\'s before a restart) from the hosts, instead of dropping its packets' }),
+  ratePerWorker: Type.Integer({ minimum: 1, maximum: 10000000, default: 10000, description: 'stray segments per second and worker passed to the lookup (each may cost attempts x hosts LOOKUP datagrams); more are dropped and counted (stray_rate_limited)' }),
+  burst: Type.Integer({ minimum: 1, maximum: 10000000, default: 1024, description: 'token bucket depth for ratePerWorker' }),
+  maxLookups: Type.Integer({ minimum: 1, maximum: 1048576, default: 4096, description: 'flows looked up at once' }),
+  heldPerFlow: Type.Integer({ minimum: 1, maximum: 64, default: 8, description: 'packets held per flow while its owner is looked up' }),
+  heldTotal: Type.Integer({ minimum: 1, maximum: 1048576, default: 4096, description: 'packets held, all flows' }),
+  timeoutMs: Type.Number({ minimum: 0.5, maximum: 1000, default: 5, description: 'first wait for an answer; each retry waits twice as long' }),
+  attempts: Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'queries before a flow is taken as nobody\'s' }),
+  negativeTtlMs: Type.Integer({ minimum: 0, maximum: 600000, default: 2000, description: 'a flow nobody owns is answered without a query this long' }),
+  negativeMax: Type.Integer({ minimum: 1, maximum: 16777216, default: 65536, description: 'flows remembered as nobody\'s' }),
+  resetUnknown: Type.Boolean({ default: true, description: 'reset the client of a flow nobody owns' }),
+}, { additionalProperties: false, default: {} });
+
+export const ClusterSchema = Type.Object({
+  balancerId: Type.Integer({ minimum: 0, maximum: 255, default: 0, description: 'this balancer\'s number in the cluster: the top idBits of every flow ID it hands out' }),
+  idBits: Type.Integer({ minimum: 0, maximum: 8, default: 0, description: 'VNI bits naming the balancer (2^idBits balancers at most; 0: one balancer owns the whole space)' }),
+  clockSkewS: Type.Integer({ minimum: 0, maximum: 300, default: 2, description: 'clock difference between balancers tolerated when the shared SYN cookie secret changes' }),
+  recovery: RecoverySchema,
+}, { additionalProperties: false });
+
 export const LimitsSchema = Type.Object({
   mbufs: Type.Integer({ minimum: 1023, default: 8191 }),
   mappingCapacity: Type.Integer({ minimum: 64, default: 65536 }),
@@ -125,6 +146,7 @@ export const BalancerConfigSchema = Type.Object({
   classify: ClassifySchema,
   blob: BlobSchema,
   mappings: MappingsSchema,
+  cluster: ClusterSchema,
   statsIntervalMs: Type.Integer({ minimum: 0, default: 2000, description: 'how often `handoff lb` prints counters (0: never)' }),
   control: Type.Object({
     socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status` and `handoff reload`' }),

@@ -37,7 +37,7 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
     throw new ConfigError(file, [{ path: '/', message: 'expected a mapping of keys' }]);
   }
   // Defaults for nested objects that may be omitted entirely.
-  const withObjects = { eal: {}, limits: {}, routing: {}, clusterKey: {}, accept: {}, classify: {}, blob: {}, mappings: {}, control: {}, health: {}, log: {}, shutdown: {}, ...(doc as object) };
+  const withObjects = { eal: {}, limits: {}, routing: {}, clusterKey: {}, accept: {}, classify: {}, blob: {}, mappings: {}, cluster: {}, control: {}, health: {}, log: {}, shutdown: {}, ...(doc as object) };
   const value = Value.Default(BalancerConfigSchema, structuredClone(withObjects));
   const problems: ConfigProblem[] = [...Value.Errors(BalancerConfigSchema, value)].map((e) => {
     // A regex or format name means little to an operator; the description says what is meant.
@@ -59,6 +59,12 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
   });
   for (const [key, v] of [['exceptionRingSize', cfg.limits.exceptionRingSize], ['txRingSize', cfg.limits.txRingSize]] as const) {
     if ((v & (v - 1)) !== 0) semantic.push({ path: `/limits/${key}`, message: `must be a power of two (got ${v})` });
+  }
+  if (cfg.cluster.balancerId >= 1 << cfg.cluster.idBits) {
+    semantic.push({ path: '/cluster/balancerId', message: `must be below 2^idBits = ${1 << cfg.cluster.idBits} (got ${cfg.cluster.balancerId}; raise cluster.idBits)` });
+  }
+  if (cfg.accept.cookieRotateS > 0 && cfg.accept.cookieRotateS < 2 * cfg.accept.cookieTickS + 2 * cfg.cluster.clockSkewS) {
+    semantic.push({ path: '/accept/cookieRotateS', message: `must be at least 2 * accept.cookieTickS + 2 * cluster.clockSkewS (${2 * cfg.accept.cookieTickS + 2 * cfg.cluster.clockSkewS}), or 0: a cookie must outlive its secret's turn` });
   }
   const routing = validateRouting(cfg.routing, cfg.hosts.map((h) => h.name), '/routing');
   if (!routing.ok) semantic.push(...routing.problems);

@@ -77,6 +77,16 @@ export class BalancerMetrics {
       },
     });
     new client.Counter({
+      name: 'handoff_stray_recovery_total',
+      help: 'Flows with no mapping here looked up from the hosts (packets, lookups, recovered, unknown, negative_hits, held_dropped, overflow, bad_answers, ...)',
+      labelNames: ['counter'], registers: [r],
+      collect() {
+        this.reset();
+        const st = lbRef.engine?.stray;
+        if (st) for (const [k, v] of Object.entries(st.stats)) this.inc({ counter: snake(k) }, v);
+      },
+    });
+    new client.Counter({
       name: 'handoff_blob_retransmissions_total', help: 'Blob fragments sent again (including probes)', registers: [r],
       collect() {
         this.reset();

@@ -81,6 +81,22 @@ export class Topology {
     return { ns, dev: 'eth0', ip: cidr ? cidr.split('/')[0] : '', mac };
   }
 
+  /**
+   * Hang a namespace made by another Topology (a router's second leg) off
+   * this bridge too: a veth named `dev` inside it, `name` names the root end.
+   */
+  attach(ns: string, name: string, dev: string, cidr: string): NsHost {
+    const outer = `${this.prefix}${name}`;
+    sh('ip', ['link', 'add', outer, 'type', 'veth', 'peer', 'name', dev, 'netns', ns]);
+    this.links.push(outer);
+    sh('ip', ['link', 'set', outer, 'master', this.bridge, 'up']);
+    sh('ip', ['addr', 'add', cidr, 'dev', dev], { ns });
+    sh('ip', ['link', 'set', dev, 'up'], { ns });
+    sh('ethtool', ['-K', dev, 'tx', 'off'], { ns, allowFail: true });
+    const mac = JSON.parse(sh('ip', ['-j', 'link', 'show', dev], { ns }))[0].address as string;
+    return { ns, dev, ip: cidr.split('/')[0], mac };
+  }
+
   /** Make a namespace a backend host: VXLAN external device, VIP on lo, relaxed rp_filter. */
   vxlanHost(h: NsHost, vip: string): { innerMac: string } {
     sh('ip', ['link', 'add', 'vx0', 'type', 'vxlan', 'external', 'dstport', '4789'], { ns: h.ns });

@@ -3,9 +3,10 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import {
-  BlobError, BlobSender, DatagramType, decodeBlob, decodeDatagram, driveWithTimers, encodeBlob, encodeClosed,
-  encodePong, PongFlag, Reassembler, ReplayWindow, Status, statusForBlobError,
+  BlobError, BlobSender, DatagramType, decodeBlob, decodeDatagram, decodeOwnerQuery, driveWithTimers, encodeBlob,
+  encodeClosed, encodeOwnerQuery, encodePong, OwnerStatus, PongFlag, Reassembler, ReplayWindow, Status, statusForBlobError,
 } from '../transfer';
+import { ipv4FromString } from '../net';
 import type { ConnectionBlob } from '../transfer';
 import { Router } from '../classifier/router';
 import { validateRouting } from '../classifier/rules-schema';
@@ -67,6 +68,13 @@ export interface HostAgentStats {
   tunnelRefusedMalformed: number;
   /** Health-check PINGs answered. */
   pings: number;
+  /** Owner LOOKUPs answered (stray recovery), and of those the ones for a flow here. */
+  lookups: number;
+  lookupsOwned: number;
+  /** LOOKUPs that failed their check (MAC, CRC, fields): not answered. */
+  lookupsRefused: number;
+  /** Blobs refused because a live flow here has their flow ID. */
+  refusedFlowId: number;
   /** Routing documents in blobs that did not validate: those connections stay here. */
   routingRefused: number;
 }
@@ -79,6 +87,10 @@ export interface InjectedFlow {
   injectNs: bigint;
   /** Set when the connection is routed per request (the app got session.app). */
   session?: PerRequestSession;
+  /** The balancer carrying the flow now: the one that handed it here, or the last that asked for it (a hand-back goes there). */
+  balancer: { address: string; port: number };
+  /** Every balancer that mapped the flow: each hears CLOSED. */
+  notify: Map<string, { address: string; port: number }>;
 }
 
 export interface HostAgentEvents {
@@ -97,7 +109,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     datagrams: 0, datagramsDropped: 0, blobs: 0, injected: 0, duplicates: 0, refusedMac: 0, refusedStale: 0,
     refusedReplay: 0, refusedSchema: 0, refusedVip: 0, refusedSender: 0, injectFailed: 0, closed: 0,
     tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0, tunnelRefusedMalformed: 0,
-    pings: 0, routingRefused: 0,
+    pings: 0, routingRefused: 0, lookups: 0, lookupsOwned: 0, lookupsRefused: 0, refusedFlowId: 0,
   };
   /** Per-request routing (issue 15). */
   readonly perRequestStats: PerRequestStats = {
@@ -112,6 +124,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   appHealthy = true;
   /** Flow ID to its connection, while the socket is open (C11). */
   readonly flows = new Map<number, InjectedFlow>();
+  /** The same flows by client and VIP address and port: what a balancer's LOOKUP asks for. */
+  private readonly flowsByKey = new Map<string, InjectedFlow>();
   private readonly sock: dgram.Socket;
   private readonly reasm = new Reassembler();
   private readonly replay: ReplayWindow;
@@ -193,6 +207,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       return;
     }
     if (msg.length > 5 && msg[5] === DatagramType.PING) return this.onPing(msg, rinfo);
+    if (msg.length > 5 && msg[5] === DatagramType.LOOKUP) return this.onLookup(msg, rinfo);
     if (msg.length > 5 && (msg[5] === DatagramType.ACK || msg[5] === DatagramType.FINAL || msg[5] === DatagramType.ERROR)) {
       // An answer to a hand-back; what matches none (forged, late, malformed) is counted as dropped.
       const x = this.handbackSender.stats;
@@ -234,6 +249,31 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     this.reply(encodePong({ session: d.session, blobId: d.blobId, status: flags }), rinfo);
   }
 
+  /**
+   * A balancer without a mapping for a live flow asks who has it (issue 16):
+   * answer with the flow ID if it is here, so it maps the flow to this host,
+   * and remember that balancer for CLOSED and a hand-back.
+   */
+  private onLookup(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const q = decodeOwnerQuery(msg, this.opts.clusterKey);
+    if ('error' in q || q.type !== 'lookup') {
+      this.stats.datagramsDropped++;
+      this.stats.lookupsRefused++;
+      return;
+    }
+    this.stats.lookups++;
+    const flow = this.flowsByKey.get(`${q.clientIp}:${q.clientPort}:${q.vip}:${q.vipPort}`);
+    const mine = !!flow && !flow.session?.handedBack;
+    if (mine) {
+      this.stats.lookupsOwned++;
+      const b = { address: rinfo.address, port: rinfo.port };
+      flow.balancer = b;
+      flow.notify.set(`${b.address}:${b.port}`, b);
+    }
+    this.reply(encodeOwnerQuery({ ...q, type: 'owner', flowId: mine ? flow.flowId : 0,
+      status: mine ? OwnerStatus.MINE : OwnerStatus.NOT_HERE }, this.opts.clusterKey), rinfo);
+  }
+
   /** Verify, inject, hand over. @returns the final status for the balancer. */
   private accept(buf: Buffer, from: dgram.RemoteInfo): number {
     const t0 = process.hrtime.bigint();
@@ -260,6 +300,12 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
       this.handbackSender.cancel(back.transfer);
       back.done(true);
     }
+    // Flow IDs are unique per host (design.md §8): a second live flow under one (a restarted
+    // balancer's allocator meeting its earlier run's flow) is refused, never overwritten.
+    if (this.flows.has(blob.flowId)) {
+      this.stats.refusedFlowId++;
+      return Status.FLOW_ID_IN_USE;
+    }
     let socket: net.Socket;
     try {
       // Before injecting: the balancer's first tunnelled packet must find the flow allowed.
@@ -274,17 +320,25 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     const injectNs = process.hrtime.bigint() - t0;
     if (this.injectTimes.length >= 65536) this.injectTimes.shift();
     this.injectTimes.push(injectNs);
-    const flow: InjectedFlow = { flowId: blob.flowId, blob, socket, injectNs };
+    const origin = { address: from.address, port: from.port };
+    const flow: InjectedFlow = { flowId: blob.flowId, blob, socket, injectNs, balancer: origin,
+      notify: new Map([[`${origin.address}:${origin.port}`, origin]]) };
+    const keyName = `${ipv4FromString(blob.clientIp)}:${blob.clientPort}:${ipv4FromString(blob.vip)}:${blob.vipPort}`;
     this.flows.set(blob.flowId, flow);
+    this.flowsByKey.set(keyName, flow);
     socket.once('close', () => {
+      if (this.flowsByKey.get(keyName) === flow) this.flowsByKey.delete(keyName);
       if (flow.session?.handedBack) return; // moved on: its mapping stays, the balancer re-points it
       if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
       this.stats.closed++;
       this.opts.tunnel?.revoke(blob);
-      // Tell the balancer, so the flow's mapping goes before its idle timeout.
-      try {
-        this.sock.send(encodeClosed(blob.flowId), from.port, from.address);
-      } catch { /* agent closing */ }
+      // Tell the balancers, so the flow's mapping goes before its idle timeout.
+      const closed = encodeClosed(blob.flowId);
+      for (const b of flow.notify.values()) {
+        try {
+          this.sock.send(closed, b.port, b.address);
+        } catch { /* agent closing */ }
+      }
     });
     this.stats.injected++;
     const router = blob.routing && this.opts.perRequest !== false ? this.routerFor(blob.routing) : null;
@@ -295,7 +349,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     const session = new PerRequestSession({
       socket, blob, router, stats: this.perRequestStats,
       revoke: () => this.opts.tunnel?.revoke(blob),
-      handback: (f, data, done) => this.handBack(blob, f, data, from, done),
+      handback: (f, data, done) => this.handBack(blob, f, data, flow.balancer, done),
     });
     flow.session = session;
     this.emit('connection', session.app as unknown as net.Socket, flow);
@@ -322,9 +376,14 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   }
 
   /** Send a frozen connection back to the balancer that handed it here. */
-  private handBack(orig: ConnectionBlob, f: FrozenConn, data: Buffer, to: dgram.RemoteInfo,
+  private handBack(orig: ConnectionBlob, f: FrozenConn, data: Buffer, to: { address: string; port: number },
     done: (ok: boolean) => void): void {
+    const flow = this.flows.get(orig.flowId);
     this.flows.delete(orig.flowId);
+    if (flow) {
+      const k = `${ipv4FromString(orig.clientIp)}:${orig.clientPort}:${ipv4FromString(orig.vip)}:${orig.vipPort}`;
+      if (this.flowsByKey.get(k) === flow) this.flowsByKey.delete(k);
+    }
     const rcvNxt = f.rcvNxt >>> 0;
     const blob: ConnectionBlob = {
       v: 1, flowId: orig.flowId, clientIp: orig.clientIp, clientPort: orig.clientPort, vip: orig.vip, vipPort: orig.vipPort,

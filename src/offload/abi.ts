@@ -1,7 +1,7 @@
 import koffi, { type TypeObject } from 'koffi';
 
 /** Must equal HS_ABI_VERSION in native/dpdk-shim/handoff_shim.h. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 export const MAX_PORTS = 8;
 export const MAX_VIPS = 64;
 export const MAX_WORKERS = 16;
@@ -12,7 +12,7 @@ export const DEVICE_NAME_LEN = 64;
 /** Mapping states (enum hs_flow_state). REOPENED: set by workers when a new SYN reuses a CLOSING flow's 4-tuple. */
 export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3, REOPENED: 4 } as const;
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
-export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3 } as const;
+export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3, STRAY: 4 } as const;
 /** Connection event bits (enum hs_conn_event_type). */
 export const ConnEventType = { ACCEPTED: 1, DATA: 2, FIN: 4, RESET: 8, TIMEOUT: 16, FROZEN: 32 } as const;
 
@@ -58,6 +58,8 @@ export const Config = koffi.struct('hs_config', {
   reset_bad_ack: 'uint8_t',
   reserved: koffi.array('uint8_t', 2, 'Array'),
   cookie_secret: koffi.array('uint8_t', 16, 'Array'),
+  stray_rate: 'uint32_t',
+  stray_burst: 'uint32_t',
   ports: koffi.array(PortConf, MAX_PORTS),
   vips: koffi.array(VipConf, MAX_VIPS),
 });

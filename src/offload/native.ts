@@ -30,6 +30,8 @@ export interface NativeShim {
   hs_conn_resume(worker: number, connId: number, gen: number): number;
   hs_conn_reset(worker: number, connId: number, gen: number): number;
   hs_cookie_rotate(secret: Buffer): number;
+  hs_cookie_set(gen: Buffer, alt: Buffer): number;
+  hs_reinject_burst(buf: Buffer, bufLen: number, meta: Buffer, n: number): number;
   hs_mapping_set_host(key: Buffer, hostId: number): number;
   hs_clock_override(ms: number): number;
   hs_fault_set(f: object): number;
@@ -71,6 +73,8 @@ const PROTOTYPES = [
   'int hs_conn_resume(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_conn_reset(uint32_t worker, uint32_t conn_id, uint32_t conn_gen)',
   'int hs_cookie_rotate(const void *secret)',
+  'int hs_cookie_set(const void *gen, const void *alt)',
+  'int hs_reinject_burst(const void *buf, uint32_t buf_len, const void *meta, uint32_t n)',
   'int hs_mapping_set_host(const void *key, uint32_t host_id)',
   'int hs_clock_override(uint64_t ms)',
   'int hs_fault_set(const hs_fault *f)',

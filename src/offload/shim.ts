@@ -71,6 +71,14 @@ export interface ShimOptions {
   resetBadAck?: boolean;
   /** 16-byte SYN cookie secret. Default: random. */
   cookieSecret?: Buffer;
+  /**
+   * Stray segments (non-SYN TCP of a flow with no mapping and no connection
+   * here) passed up per second and worker as ExceptionReason.STRAY, for
+   * recovery from the hosts. Default 0: dropped and counted, as without a cluster.
+   */
+  strayRate?: number;
+  /** Token bucket depth for strayRate. Default strayRate / 10 + 1. */
+  strayBurst?: number;
 }
 
 export interface HostOptions {
@@ -298,6 +306,8 @@ export class Shim {
         if (!Buffer.isBuffer(o.cookieSecret) || o.cookieSecret.length !== 16) throw invalid(op, 'cookieSecret must be a 16-byte Buffer');
         return [...o.cookieSecret];
       })(),
+      stray_rate: checkInt(op, 'strayRate', o.strayRate, 0, 10_000_000),
+      stray_burst: checkInt(op, 'strayBurst', o.strayBurst, 0, 10_000_000),
       ports: [...ports, ...Array(MAX_PORTS - ports.length).fill(emptyPort)],
       vips: [...vipStructs, ...Array(MAX_VIPS - vipStructs.length).fill(emptyVip)],
     };
@@ -530,6 +540,15 @@ export class Shim {
   }
 
   /** Replace the SYN cookie secret (the previous one stays valid for checks). */
+  /** Set the SYN cookie secrets: `gen` makes cookies, a cookie checks against `gen` or `alt`. */
+  setCookieSecrets(gen: Buffer, alt: Buffer): void {
+    this.requireRunning('setCookieSecrets');
+    if (!Buffer.isBuffer(gen) || gen.length !== 16 || !Buffer.isBuffer(alt) || alt.length !== 16) {
+      throw invalid('setCookieSecrets', 'secrets must be 16 bytes each');
+    }
+    this.check('setCookieSecrets', this.native.hs_cookie_set(gen, alt));
+  }
+
   rotateCookieSecret(secret: Buffer): void {
     this.requireRunning('rotateCookieSecret');
     if (!Buffer.isBuffer(secret) || secret.length !== 16) throw invalid('rotateCookieSecret', 'secret must be 16 bytes');
@@ -566,6 +585,16 @@ export class Shim {
   txBurst(burst: PacketBurst): number {
     this.requireRunning('txBurst');
     return this.check('txBurst', this.native.hs_tx_burst(burst.data, burst.data.length, burst.meta, burst.count));
+  }
+
+  /**
+   * Run the burst's frames through the data path again (worker 0 looks up
+   * their mappings): packets held while their flow's owner was found.
+   * @returns frames queued.
+   */
+  reinjectBurst(burst: PacketBurst): number {
+    this.requireRunning('reinjectBurst');
+    return this.check('reinjectBurst', this.native.hs_reinject_burst(burst.data, burst.data.length, burst.meta, burst.count));
   }
 
   /** Feed the burst to ring port `port`'s receive side. */

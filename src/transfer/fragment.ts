@@ -62,7 +62,7 @@ export const MIN_FRAGMENT_SIZE = 64;
 /** Payload size that fits a 1500-byte MTU with room for a VLAN tag or tunnel. */
 export const DEFAULT_FRAGMENT_SIZE = 1400;
 
-export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4, CLOSED: 5, PING: 6, PONG: 7 } as const;
+export const DatagramType = { DATA: 1, ACK: 2, FINAL: 3, ERROR: 4, CLOSED: 5, PING: 6, PONG: 7, LOOKUP: 8, OWNER: 9 } as const;
 
 /** Flags a host agent sets in a PONG's status field. */
 export const PongFlag = {
@@ -90,6 +90,8 @@ export const Status = {
   INTERNAL: 9,
   /** A hand-back for a flow the balancer does not have on the sending host. */
   UNKNOWN_FLOW: 10,
+  /** A live flow on the host already has this flow ID. */
+  FLOW_ID_IN_USE: 11,
   BUSY: 64,
   TOO_LARGE: 65,
 } as const;

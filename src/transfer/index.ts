@@ -5,3 +5,4 @@ export * from './blob';
 export * from './fragment';
 export * from './reassembly';
 export * from './sender';
+export * from './owner-query';
