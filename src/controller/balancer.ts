@@ -31,7 +31,7 @@ export interface ReloadResult {
 const MAX_HOST_IDS = 4096;
 
 const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
-  'mappings', 'cluster', 'statsIntervalMs', 'control', 'log'] as const;
+  'mappings', 'cluster', 'bgp', 'statsIntervalMs', 'control', 'log'] as const;
 
 /** Deep equality, whatever the order of keys in the file. */
 const same = (a: unknown, b: unknown) => isDeepStrictEqual(a, b);

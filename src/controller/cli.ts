@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ShimError } from '../offload';
+import { BgpSpeaker } from './bgp';
 import { Balancer } from './balancer';
 import { ConfigError, loadBalancerConfig, loadClusterKey } from './config';
 import { formatCounters } from './format';
@@ -109,8 +110,10 @@ async function runLb(argv: string[]): Promise<number> {
       throw err;
     }
   };
+  let bgp: BgpSpeaker | undefined;
+  let bgpTimer: NodeJS.Timeout | undefined;
   const handlers = {
-    status: () => lb.status(),
+    status: () => ({ ...lb.status(), bgp: bgp ? { announced: bgp.isAnnouncing } : null }),
     metrics: async () => ({ contentType: metrics!.contentType, body: await metrics!.text() }),
     healthz: () => (lb.shuttingDown ? { ok: false, reason: 'draining: shutting down' } : { ok: true, reason: 'ok' }),
     reload,
@@ -123,6 +126,24 @@ async function runLb(argv: string[]): Promise<number> {
     http = new HttpEndpoint(handlers);
     const port = await http.listen(cfg.control.http.address, cfg.control.http.port);
     metricsUrl = `http://${cfg.control.http.address}:${port}/metrics`;
+  }
+  // BGP (issue 16): announced while /healthz passes, withdrawn before the drain and when the process dies.
+  if (cfg.bgp.enabled) {
+    bgp = new BgpSpeaker({ config: cfg.bgp, runDir: cfg.bgp.runDir, vips: cfg.vips.map((v) => v.ip), dataAddress: cfg.ports[0].ip, log });
+    try {
+      await bgp.start();
+    } catch (err) {
+      log.error({ event: 'bgp', err: (err as Error).message }, `BGP: ${(err as Error).message}`);
+      control.close();
+      await lb.stop();
+      return EXIT.FAILURE;
+    }
+    const follow = () => {
+      const h = handlers.healthz();
+      void bgp!.set(h.ok, h.reason);
+    };
+    follow();
+    bgpTimer = setInterval(follow, 250);
   }
   const ports = cfg.ports.map((p, i) => ({ port: i, device: p.device, ...lb.shim.portInfo(i) }));
   log.info({ event: 'started', workers: cfg.workers, ports, vips: cfg.vips, hosts: cfg.hosts.map((h) => h.name),
@@ -151,6 +172,10 @@ async function runLb(argv: string[]): Promise<number> {
     if (duration) setTimeout(() => resolve('now'), duration * 1000);
   });
   process.off('SIGHUP', onHup);
+  lb.shuttingDown = true;
+  if (bgpTimer) clearInterval(bgpTimer);
+  // Withdraw first: the router moves new connections and the flows' packets to the other balancers, which adopt them.
+  await bgp?.set(false, how === 'drain' ? 'draining' : 'stopping');
   // A SIGHUP from here on must not kill the process (its default action) mid-drain.
   process.on('SIGHUP', () => log.warn({ event: 'reload', result: 'ignored' }, 'reload ignored: shutting down'));
   if (how === 'drain' && lb.config.shutdown.drainTimeoutMs > 0) {
@@ -169,6 +194,7 @@ async function runLb(argv: string[]): Promise<number> {
   if (cfg.statsIntervalMs) print();
   control.close();
   http?.close();
+  await bgp?.stop();
   await lb.stop();
   log.info({ event: 'stopped' }, 'stopped');
   return EXIT.OK;

@@ -38,6 +38,13 @@ export interface LabOptions {
   balancerConfig?: Record<string, unknown>;
   /** Merged into every balancer's `cluster` section. */
   cluster?: Record<string, unknown>;
+  /**
+   * BGP: the router runs BIRD (a dynamic neighbor range, ECMP into the
+   * kernel), each balancer announces the VIP from its own BIRD over a kernel
+   * interface of its namespace (mgmt0, 198.18.1.31..). Default false: the lab
+   * sets the router's route itself (routeVia).
+   */
+  bgp?: boolean;
 }
 
 interface Proc { child?: ChildProcess; log: string }
@@ -67,7 +74,7 @@ export class ClusterLab {
     this.data = new Topology(o.fixedNames ? 'handoff' : tag, { fixedNames: o.fixedNames });
     this.front = new Topology(o.fixedNames ? 'handoffc' : `${tag}c`, { fixedNames: o.fixedNames });
     try {
-      this.router = this.data.host('router', `${this.routerIp}/24`);
+      this.router = this.data.host('rt', `${this.routerIp}/24`);
       this.front.attach(this.router.ns, 'rtc', 'eth1', `${CLIENT_NET}.1/24`);
       const r = (k: string, v: string) => sh('sysctl', ['-qw', `${k}=${v}`], { ns: this.router.ns });
       r('net.ipv4.ip_forward', '1');
@@ -78,11 +85,13 @@ export class ClusterLab {
         sh('ip', ['route', 'replace', `${LAB_VIP}/32`, 'via', `${CLIENT_NET}.1`]);
         this.client = { ip: `${CLIENT_NET}.2` };
       } else {
-        const c = this.front.host('client', `${CLIENT_NET}.2/24`);
+        const c = this.front.host('cl', `${CLIENT_NET}.2/24`);
         sh('ip', ['route', 'add', 'default', 'via', `${CLIENT_NET}.1`], { ns: c.ns });
         this.client = { ns: c.ns, ip: c.ip };
       }
       this.lbNs = this.balancerIps.map((_, i) => this.data.host(`lb${i + 1}`, ''));
+      // The BGP session's kernel interface (DPDK owns eth0).
+      if (o.bgp) this.lbNs.forEach((l, i) => this.data.attach(l.ns, `m${i + 1}`, 'mgmt0', `${this.mgmtIp(i)}/24`));
       this.hosts = this.hostIps.map((ip, i) => {
         const h = this.data.host(`host${i + 1}`, `${ip}/24`);
         this.data.vxlanHost(h, LAB_VIP);
@@ -95,8 +104,14 @@ export class ClusterLab {
     }
   }
 
+  /** The kernel address of balancer `i`'s BGP session. */
+  mgmtIp(i: number): string {
+    return `${DATA_NET}.${31 + i}`;
+  }
+
   /** Start the host agents, then balancers `which` (default all), and route the VIP over them. */
   async start(which: number[] = this.balancerIps.map((_, i) => i)): Promise<void> {
+    if (this.o.bgp) await this.startRouterBird();
     for (const [i, h] of this.hosts.entries()) {
       const name = `host${i + 1}`;
       const file = path.join(this.dir, `${name}.yaml`);
@@ -109,7 +124,64 @@ export class ClusterLab {
       this.innerMacs[i] = /VXLAN device vx0 ([0-9a-f:]{17})/.exec(this.procs.get(name)!.log)![1];
     }
     for (const i of which) await this.startBalancer(i);
-    this.routeVia(which);
+    if (this.o.bgp) await this.waitNexthops(which.length, 15000);
+    else this.routeVia(which);
+  }
+
+  private async startRouterBird(): Promise<void> {
+    const conf = path.join(this.dir, 'router-bird.conf');
+    fs.writeFileSync(conf, [
+      `router id ${this.routerIp};`,
+      'protocol device { scan time 10; }',
+      '# ECMP: the routes of every balancer that announces the VIP, merged into one multipath route.',
+      'protocol kernel { ipv4 { import none; export all; }; merge paths on; }',
+      'protocol bgp balancers {',
+      `  local ${this.routerIp} as 65000;`,
+      `  neighbor range ${DATA_NET}.0/24 as 65001;`,
+      '  hold time 3; keepalive time 1;',
+      '  ipv4 { import all; export none; };',
+      '}',
+    ].join('\n') + '\n');
+    this.spawn('router-bird', this.router.ns, ['-f', '-c', conf, '-s', this.routerBirdSocket, '-P', path.join(this.dir, 'router-bird.pid')],
+      'bird');
+    const end = Date.now() + 5000;
+    while (!fs.existsSync(this.routerBirdSocket)) {
+      if (Date.now() > end) throw new Error(`BIRD did not start in the router: ${this.log('router-bird')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  get routerBirdSocket(): string {
+    return path.join(this.dir, 'router-bird.ctl');
+  }
+
+  /** The router's next hops for the VIP now (kernel table). */
+  nexthops(): string[] {
+    const j = JSON.parse(sh('ip', ['-j', 'route', 'show', `${LAB_VIP}/32`], { ns: this.router.ns }) || '[]') as
+      Array<{ gateway?: string; nexthops?: Array<{ gateway: string }> }>;
+    if (!j.length) return [];
+    return (j[0].nexthops?.map((n) => n.gateway) ?? [j[0].gateway!]).sort();
+  }
+
+  /** Wait until the router has `n` next hops for the VIP. @returns milliseconds waited. */
+  async waitNexthops(n: number, ms: number): Promise<number> {
+    const t0 = Date.now();
+    while (this.nexthops().length !== n) {
+      if (Date.now() - t0 > ms) throw new Error(`the router has next hops [${this.nexthops()}] for the VIP, not ${n}\n${this.log('router-bird')}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return Date.now() - t0;
+  }
+
+  /** Rehash: a new multipath hash seed (kernel 6.11+), or, without one, the next hops reordered (static routes only). */
+  rehash(seed: number): void {
+    if (fs.existsSync('/proc/sys/net/ipv4/fib_multipath_hash_seed')) {
+      sh('sysctl', ['-qw', `net.ipv4.fib_multipath_hash_seed=${seed}`], { ns: this.router.ns });
+    } else if (!this.o.bgp) {
+      const hops = this.nexthops();
+      const idx = hops.map((h) => this.balancerIps.indexOf(h)).reverse();
+      this.routeVia(idx);
+    }
   }
 
   private balancerConfig(i: number): Record<string, unknown> {
@@ -132,7 +204,9 @@ export class ClusterLab {
       statsIntervalMs: 0,
       control: { socket: this.socket(i), http: { address: '127.0.0.1', port: 0 } },
       shutdown: { drainTimeoutMs: 1000 },
-      log: { level: 'warn' },
+      log: { level: this.o.bgp ? 'info' : 'warn' },
+      ...(this.o.bgp ? { bgp: { enabled: true, localAs: 65001, sourceAddress: this.mgmtIp(i),
+        neighbors: [{ address: this.routerIp, as: 65000 }], runDir: path.join(this.dir, `bird-lb${i + 1}`) } } : {}),
       ...this.o.balancerConfig,
     };
   }
@@ -195,10 +269,10 @@ export class ClusterLab {
     return this.procs.get(name)?.log ?? '';
   }
 
-  private spawn(name: string, ns: string, args: string[]): void {
+  private spawn(name: string, ns: string, args: string[], cmd?: string): void {
     const p: Proc = this.procs.get(name) ?? { log: '' };
     this.procs.set(name, p);
-    const child = this.data.spawn(ns, process.execPath, [cli, ...args], this.env);
+    const child = cmd ? this.data.spawn(ns, cmd, args, this.env) : this.data.spawn(ns, process.execPath, [cli, ...args], this.env);
     p.child = child;
     const keep = (d: Buffer) => { p.log = (p.log + d.toString()).slice(-40000); };
     child.stdout?.on('data', keep);

@@ -122,6 +122,29 @@ export const ClusterSchema = Type.Object({
   recovery: RecoverySchema,
 }, { additionalProperties: false });
 
+export const BgpSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'announce the VIPs over BGP with BIRD 2 (withdrawn on drain, SIGTERM, a failing /healthz, and when the balancer dies)' }),
+  localAs: Type.Integer({ minimum: 1, maximum: 4294967295, default: 65001, description: 'this balancer\'s AS (the same on every balancer of a cluster)' }),
+  routerId: Type.Optional(Type.String({ format: 'ipv4', description: 'BGP router ID; default the data port\'s address' })),
+  sourceAddress: Type.Optional(Type.String({ format: 'ipv4', description: 'local address of the sessions (a kernel interface: DPDK owns the data port); default: BIRD picks' })),
+  nextHop: Type.Optional(Type.String({ format: 'ipv4', description: 'next hop of the announcements; default ports[0].ip, the data port' })),
+  neighbors: Type.Array(Type.Object({
+    address: Type.String({ format: 'ipv4', description: 'the router\'s session address' }),
+    as: Type.Integer({ minimum: 1, maximum: 4294967295 }),
+    port: Type.Integer({ minimum: 1, maximum: 65535, default: 179 }),
+  }, { additionalProperties: false }), { default: [], maxItems: 16 }),
+  holdTimeS: Type.Integer({ minimum: 3, maximum: 65535, default: 3, description: 'BGP hold time: how long a router keeps the routes of a machine that went silent' }),
+  keepaliveS: Type.Integer({ minimum: 1, maximum: 21845, default: 1 }),
+  bfd: Type.Object({
+    enabled: Type.Boolean({ default: false, description: 'BFD on the sessions: a dead link or machine is noticed in intervalMs x multiplier' }),
+    intervalMs: Type.Integer({ minimum: 10, maximum: 10000, default: 100 }),
+    multiplier: Type.Integer({ minimum: 1, maximum: 255, default: 3 }),
+  }, { additionalProperties: false, default: {} }),
+  runDir: Type.String({ minLength: 1, default: '/run/handoff/bgp', description: 'BIRD\'s config, control socket and pid file' }),
+  birdPath: Type.String({ minLength: 1, default: '/usr/sbin/bird' }),
+  birdcPath: Type.String({ minLength: 1, default: '/usr/sbin/birdc' }),
+}, { additionalProperties: false, default: {} });
+
 export const LimitsSchema = Type.Object({
   mbufs: Type.Integer({ minimum: 1023, default: 8191 }),
   mappingCapacity: Type.Integer({ minimum: 64, default: 65536 }),
@@ -147,6 +170,7 @@ export const BalancerConfigSchema = Type.Object({
   blob: BlobSchema,
   mappings: MappingsSchema,
   cluster: ClusterSchema,
+  bgp: BgpSchema,
   statsIntervalMs: Type.Integer({ minimum: 0, default: 2000, description: 'how often `handoff lb` prints counters (0: never)' }),
   control: Type.Object({
     socket: Type.String({ minLength: 1, default: '/run/handoff/lb.sock', description: 'UNIX socket for `handoff status` and `handoff reload`' }),

@@ -66,6 +66,8 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
   if (cfg.accept.cookieRotateS > 0 && cfg.accept.cookieRotateS < 2 * cfg.accept.cookieTickS + 2 * cfg.cluster.clockSkewS) {
     semantic.push({ path: '/accept/cookieRotateS', message: `must be at least 2 * accept.cookieTickS + 2 * cluster.clockSkewS (${2 * cfg.accept.cookieTickS + 2 * cfg.cluster.clockSkewS}), or 0: a cookie must outlive its secret's turn` });
   }
+  if (cfg.bgp.enabled && !cfg.bgp.neighbors.length) semantic.push({ path: '/bgp/neighbors', message: 'bgp is enabled: at least one neighbor' });
+  if (cfg.bgp.keepaliveS * 3 > cfg.bgp.holdTimeS) semantic.push({ path: '/bgp/keepaliveS', message: `at most a third of holdTimeS (${cfg.bgp.holdTimeS})` });
   const routing = validateRouting(cfg.routing, cfg.hosts.map((h) => h.name), '/routing');
   if (!routing.ok) semantic.push(...routing.problems);
   else cfg.routing = routing.routing;
