@@ -43,4 +43,23 @@ if (!isRoot) {
     t.notMatch(sh('ip', ['netns', 'list']), /handoff-(lb|host1|host2)/, 'namespaces removed');
     t.equal(sh('ip', ['link', 'show', 'handoff-br'], { allowFail: true }), '', 'bridge removed');
   });
+
+  t.test('demo --balancers 3: a cluster behind a router, served, torn down', async (t) => {
+    const child = spawn(process.execPath, [cli, 'demo', '--balancers', '3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+    t.ok(await waitFor(() => /ready\. 3 balancers/.test(out), 90000, 100), `ready\n${out.slice(-1500)}`);
+    const hops = sh('ip', ['route', 'show', '198.18.0.100'], { ns: 'handoff-rt' });
+    t.equal((hops.match(/nexthop via/g) ?? []).length, 3, `the router has a next hop per balancer: ${hops}`);
+    const a = await run('curl', ['-s', '--max-time', '10', 'http://198.18.0.100/host2/']);
+    t.equal(a.stdout, 'served by host2\n', 'served from the root namespace through the router');
+    t.ok(await waitFor(() => /lb1 .*\n.*lb2 .*\n.*lb3 /.test(out), 10000, 100), 'the table lists each balancer');
+    child.kill('SIGINT');
+    t.ok(await waitFor(() => child.exitCode !== null, 20000, 100), 'exits on SIGINT');
+    t.equal(child.exitCode, 0);
+    t.notMatch(sh('ip', ['netns', 'list']), /handoff-(lb\d|rt|host\d)/, 'namespaces removed');
+    t.equal(sh('ip', ['route', 'show', '198.18.0.100/32'], { allowFail: true }), '', 'the route to the VIP removed');
+  });
 }

@@ -24,7 +24,7 @@ Commands:
   host --config FILE      run a host agent (receives and injects connections)
   status [--socket PATH]  show a running balancer's state
   reload [--socket PATH]  make a running balancer re-read its configuration (as SIGHUP does)
-  demo                    the demo topology: a balancer and two hosts (npm start)
+  demo                    the demo topology: a balancer and two hosts (npm start); --balancers 3: a cluster
   check-config FILE       validate a balancer configuration and exit
   help [COMMAND]          show help
 
@@ -54,12 +54,17 @@ Needs root (CAP_NET_ADMIN).`,
 
 Shows a running balancer's hosts, handoffs and counters, asked over its
 control socket (default /run/handoff/lb.sock; the config's control.socket).`,
-  demo: `Usage: handoff demo
+  demo: `Usage: handoff demo [--balancers N]
 
 Builds the test topology (namespaces handoff-lb, handoff-host1, handoff-host2
 on the bridge handoff-br), starts a balancer and two host agents, prints the
 VIP's URL and a live table. curl the VIP from this shell. Ctrl-C (or SIGTERM)
-tears it all down. Needs root.`,
+tears it all down. Needs root.
+
+--balancers N (2..8): N balancers behind a router namespace (handoff-rt)
+that spreads the VIP over them with ECMP, learned over BGP from each
+balancer's BIRD when bird2 is installed; the table shows each balancer's
+flows. Kill one and watch its flows carry on through the others.`,
   'check-config': `Usage: handoff check-config FILE
 
 Validates FILE. On an error, prints each key path and what was expected, and

@@ -5,6 +5,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { fetchControl, fetchStatus, HttpEndpoint } from './control';
 import { NsHost, sh, Topology } from './netns';
+import { ClusterLab } from './cluster-lab';
 
 // The embedded default behind `npm start` (design.md §2): the test topology
 // with one balancer and two hosts, reachable from this (the root) namespace.
@@ -22,7 +23,7 @@ function say(line: string): void {
 /** Leftovers of a demo that was killed: removed before building anew. */
 function removeStale(): void {
   for (const ns of sh('ip', ['netns', 'list'], { allowFail: true }).split('\n').map((l) => l.split(' ')[0])) {
-    if (!/^handoff-(lb|host1|host2)$/.test(ns)) continue;
+    if (!/^handoff-(lb\d*|host1|host2|rt|cl)$/.test(ns)) continue;
     // Processes of a demo killed without its teardown keep the namespace (and its veth) alive.
     for (const pid of sh('ip', ['netns', 'pids', ns], { allowFail: true }).split(/\s+/).filter(Boolean)) {
       try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
@@ -30,7 +31,9 @@ function removeStale(): void {
     sh('ip', ['netns', 'del', ns], { allowFail: true });
   }
   // The root ends of the veth pairs (Topology names them handoff<name>) and the bridge.
-  for (const link of ['handofflb', 'handoffhost1', 'handoffhost2', 'handoff-br']) sh('ip', ['link', 'del', link], { allowFail: true });
+  for (const link of ['handofflb', 'handoffhost1', 'handoffhost2', 'handoff-br', 'handoffc-br', 'handoffrt', 'handoffcrtc',
+    ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((i) => [`handofflb${i}`, `handoffm${i}`])]) sh('ip', ['link', 'del', link], { allowFail: true });
+  sh('ip', ['route', 'del', '198.18.0.100/32', 'via', '198.18.2.1'], { allowFail: true });
 }
 
 async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms: number, log: () => string): Promise<void> {
@@ -54,7 +57,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     process.stderr.write('handoff demo: needs root (it creates network namespaces and runs DPDK); run: sudo npm start\n');
     return 1;
   }
+  const bi = argv.indexOf('--balancers');
+  const balancers = bi >= 0 ? Number(argv[bi + 1]) : 1;
+  if (!Number.isInteger(balancers) || balancers < 1 || balancers > 8) {
+    process.stderr.write('handoff demo: --balancers takes 1..8\n');
+    return 2;
+  }
   removeStale();
+  if (balancers > 1) return runClusterDemo(balancers);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'handoff-demo-'));
   const key = crypto.randomBytes(32).toString('hex');
   const env = { ...process.env, HANDOFF_CLUSTER_KEY: key };
@@ -62,8 +72,12 @@ export async function runDemo(argv: string[]): Promise<number> {
   const logs = new Map<string, string>();
   let stopping = false;
   let metricsHttp: HttpEndpoint | undefined;
-  const teardown = async (code: number) => {
-    if (stopping) return;
+  // One teardown, awaited by whoever else would end the process: the live
+  // table returns once `stopping` is set, and `handoff` exits when runDemo
+  // returns, which once left the namespaces behind (CI: the teardown was
+  // still waiting for the balancer's drain).
+  let tearing: Promise<void> | undefined;
+  const teardown = (code: number) => (tearing ??= (async () => {
     stopping = true;
     say('\nhandoff demo: stopping');
     metricsHttp?.close();
@@ -71,7 +85,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     fs.rmSync(dir, { recursive: true, force: true });
     say('handoff demo: namespaces, bridge and processes removed');
     process.exit(code);
-  };
+  })());
   process.once('SIGINT', () => void teardown(0));
   process.once('SIGTERM', () => void teardown(0));
 
@@ -157,6 +171,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     process.stderr.write(`handoff demo: ${(err as Error).message}\n`);
     await teardown(1);
   }
+  await tearing; // it exits the process
   return 0;
 }
 
@@ -193,4 +208,60 @@ async function liveTable(lbSock: string, hostSocks: string[], stopped: () => boo
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+/**
+ * `handoff demo --balancers N` (issue 16): N balancers behind a router
+ * namespace (BIRD and BGP when bird2 is installed, else static ECMP), two
+ * hosts; curl the VIP from this shell. The table shows each balancer's flows.
+ */
+async function runClusterDemo(n: number): Promise<number> {
+  const bgp = sh('sh', ['-c', 'command -v bird || true']).trim() !== '';
+  const lab = new ClusterLab({ balancers: n, fixedNames: true, clientInRoot: true, bgp, keyHex: crypto.randomBytes(32).toString('hex') });
+  let stopping = false;
+  let tearing: Promise<void> | undefined;
+  const teardown = (code: number) => (tearing ??= (async () => {
+    stopping = true;
+    say('\nhandoff demo: stopping');
+    await lab.shutdown();
+    say('handoff demo: namespaces, bridges and processes removed');
+    process.exit(code);
+  })());
+  process.once('SIGINT', () => void teardown(0));
+  process.once('SIGTERM', () => void teardown(0));
+  try {
+    await lab.start();
+  } catch (err) {
+    process.stderr.write(`handoff demo: ${(err as Error).message}\n`);
+    await teardown(1);
+    return 1;
+  }
+  say('');
+  say(`handoff demo: ready. ${n} balancers (handoff-lb1..${n}) behind a router (handoff-rt, ${bgp ? 'BGP with BIRD' : 'static ECMP'}), two hosts.`);
+  say(`  curl http://${lab.vip}/            # from this shell, through the router`);
+  say(`  ip netns exec handoff-rt ip route show ${lab.vip}   # one next hop per balancer`);
+  say('  kill -9 a balancer (ip netns pids handoff-lb2): its flows move to the others and keep going.');
+  say('Ctrl-C stops everything.');
+  say('');
+  const tty = process.stdout.isTTY;
+  let lines = 0;
+  while (!stopping) {
+    const rows: string[] = [`router next hops: ${lab.nexthops().join(', ') || 'none'}`];
+    for (let i = 0; i < n; i++) {
+      try {
+        const s = await lab.status(i);
+        const e = s.engine ?? {};
+        rows.push(`  lb${i + 1} ${lab.balancerIps[i].padEnd(12)} mappings ${String(s.mappings).padStart(5)}   handoffs ${String(e.handoffsCompleted ?? 0).padStart(6)}`
+          + `   adopted ${String(e.adopted ?? 0).padStart(5)}   recovered ${String(s.stray?.recovered ?? 0).padStart(5)}${s.bgp ? `   bgp ${s.bgp.announced ? 'announced' : 'withdrawn'}` : ''}`);
+      } catch {
+        rows.push(`  lb${i + 1} ${lab.balancerIps[i].padEnd(12)} down`);
+      }
+    }
+    if (tty && lines) process.stdout.write(`\x1b[${lines}A\x1b[J`);
+    process.stdout.write(rows.join('\n') + '\n');
+    lines = rows.length;
+    await new Promise((r) => setTimeout(r, tty ? 1000 : 5000));
+  }
+  await tearing; // it exits the process
+  return 0;
 }
