@@ -26,6 +26,12 @@ export interface StrayOptions {
   negativeMax?: number;
   /** Reset the client of a flow nobody owns (as its kernel would for an unknown connection). Default true. */
   resetUnknown?: boolean;
+  /**
+   * A flow is nobody's only when every host said so. While some host stays
+   * silent (busy, or its answers lost), keep asking, each wait doubling up to
+   * 200 ms, for this long; then drop what is held, without a reset. Default 3000.
+   */
+  silenceMaxMs?: number;
 }
 
 /** What the recovery needs from the engine. */
@@ -48,8 +54,10 @@ export interface StrayStats {
   lookups: number;
   /** Flows whose owner answered: mapping installed, held packets sent on. */
   recovered: number;
-  /** Flows no host owned after every attempt: reset (resetUnknown) and remembered. */
+  /** Flows every host said it does not have, on every attempt: reset (resetUnknown) and remembered. */
   unknown: number;
+  /** Flows some host never answered for within silenceMaxMs: held packets dropped, no reset (silence proves nothing). */
+  unanswered: number;
   /** Stray segments of a flow remembered as nobody's. */
   negativeHits: number;
   /** Packets not held: the flow's or the total hold was full. */
@@ -94,7 +102,7 @@ const LATENCY_SAMPLES = 4096;
  */
 export class StrayRecovery {
   readonly stats: StrayStats = {
-    packets: 0, lookups: 0, recovered: 0, unknown: 0, negativeHits: 0, heldDropped: 0, overflow: 0, badAnswers: 0,
+    packets: 0, lookups: 0, recovered: 0, unknown: 0, unanswered: 0, negativeHits: 0, heldDropped: 0, overflow: 0, badAnswers: 0,
     lateAnswers: 0, adoptFailed: 0, malformed: 0,
   };
   private readonly byName = new Map<string, Lookup>();
@@ -111,7 +119,7 @@ export class StrayRecovery {
   constructor(opts: StrayOptions, private readonly hooks: StrayHooks) {
     this.o = {
       maxLookups: 4096, heldPerFlow: 8, heldTotal: 4096, timeoutMs: 5, attempts: 3, negativeTtlMs: 2000, negativeMax: 65536,
-      resetUnknown: true, ...opts,
+      resetUnknown: true, silenceMaxMs: 3000, ...opts,
     };
   }
 
@@ -198,8 +206,17 @@ export class StrayRecovery {
     for (const l of this.byName.values()) {
       if (l.due <= now) {
         if (l.attempt >= this.o.attempts) {
-          this.giveUp(l, now);
-          continue;
+          if (l.notHere >= l.asked) {
+            this.giveUp(l, now);
+            continue;
+          }
+          // Someone stayed silent: a busy host may own it. Never reset on silence.
+          if (now - l.firstAt > this.o.silenceMaxMs) {
+            this.finish(l);
+            this.stats.unanswered++;
+            this.stats.heldDropped += l.frames.length;
+            continue;
+          }
         }
         this.ask(l, now);
       }
@@ -224,7 +241,7 @@ export class StrayRecovery {
       this.hooks.send(h.ip, h.agentPort, q);
       l.asked++;
     }
-    l.due = now + this.o.timeoutMs * 2 ** l.attempt;
+    l.due = now + Math.min(this.o.timeoutMs * 2 ** l.attempt, Math.max(200, this.o.timeoutMs));
     l.attempt++;
     if (l.due < this.earliest) this.earliest = l.due;
   }
