@@ -24,7 +24,7 @@ import { Topology, sh, type NsHost } from './lib/netns';
 import type { HostProcConfig } from './lib/host-proc';
 import type { ProbeCase, ProbeSpec } from './lib/blob-probe';
 import { HostProc } from './lib/hardening';
-import { runIn, writeStdin, type LogLine } from './lib/procs';
+import { runIn, waitForAsync, writeStdin, type LogLine } from './lib/procs';
 
 const VIP = '198.18.0.100';
 const LB_IP = '198.18.0.2';
@@ -119,6 +119,16 @@ if (!isRoot) {
     });
   });
   const engine = () => lb!.engine!;
+  /**
+   * No handoff under way on the balancer and no hand-back on the hosts: an
+   * earlier test's client can close while its host still hands a connection
+   * back (wrk stops with requests in flight), and that hand-back would be
+   * counted by the next test.
+   */
+  const quiet = () => waitForAsync(async () =>
+    (await Promise.all([host1, host2].map((h) => h.stats()))).every((s) => s.perRequest?.handbacksUnderWay === 0)
+    && engine().inProgress === 0, 20_000, 20); // hosts first: a settled hand-back starts a handoff here
+
   const closeEvent = (h: HostProc, port: number) => waitFor(() => h.find((e) => e.ev === 'close' && e.clientPort === port), 5000, 10);
   const mappingState = (clientPort: number, vipPort = 80) =>
     lb!.shim.lookupMapping({ clientIp: client.ip, clientPort, vip: VIP, vipPort })?.state;
@@ -227,7 +237,7 @@ if (!isRoot) {
     // The earlier tests' last handoffs may not be counted yet (a client can
     // have its whole response before the balancer takes in the host's FINAL):
     // let them end before counting this test's.
-    t.ok(await waitFor(() => engine().inProgress === 0, 20_000, 10), 'no earlier handoff under way');
+    t.ok(await quiet(), 'no earlier handoff or hand-back under way');
     const s0 = { ...engine().stats };
     const r = await runIn(client.ns, 'curl', ['-sv', '--max-time', '10', '-w', 'connects=%{num_connects}\n',
       `http://${VIP}/a`, `http://${VIP}/two/b`, `http://${VIP}/c`, `http://${VIP}/two/d`]);
@@ -242,7 +252,7 @@ if (!isRoot) {
   });
 
   t.test('per request: a sticky rule keeps its connection on its first host', { skip: noCurl }, async (t) => {
-    t.ok(await waitFor(() => engine().inProgress === 0, 20_000, 10), 'no earlier handoff under way');
+    t.ok(await quiet(), 'no earlier handoff or hand-back under way');
     const s0 = { ...engine().stats };
     const r = await runIn(client.ns, 'curl', ['-s', '--max-time', '10', '-w', 'connects=%{num_connects}\n',
       `http://${VIP}/stick/a`, `http://${VIP}/b`, `http://${VIP}/two/c`]);
@@ -353,7 +363,7 @@ end
         nft('add', 'rule', 'inet', 'handoff-hb', 'out', 'udp', 'sport', '4791', '@th,104,8', '1', 'numgen', 'inc', 'mod', '10', '0', 'counter', 'drop');
         nft('add', 'rule', 'inet', 'handoff-hb', 'in', 'udp', 'dport', '4791', '@th,104,8', '{', '2', ',', '3', '}', 'numgen', 'inc', 'mod', '10', '0', 'counter', 'drop');
       }
-      t.ok(await waitFor(() => engine().inProgress === 0, 20_000, 10), 'no earlier handoff under way');
+      t.ok(await quiet(), 'no earlier handoff or hand-back under way');
       const s0 = { ...engine().stats };
       const want = ['host1', 'host2', 'host1', 'host2'].map((h) => `served by ${h}\n`).join('');
       let right = 0;

@@ -867,7 +867,7 @@ export class HandoffEngine {
     if (payload.length > 5 && payload[5] === DatagramType.CLOSED) return this.onHostClosed(from.ip, payload);
     if (payload.length > 5 && payload[5] === DatagramType.DATA) return this.onHandbackDatagram(from, payload);
     if (payload.length > 5 && payload[5] === DatagramType.OWNER) {
-      if (this.stray && this.hostByIp.has(from.ip)) this.stray.onAnswer(from.ip, payload, performance.now());
+      if (this.stray && this.hostByIp.has(from.ip)) this.stray.onAnswer(from.ip, from.port, payload, performance.now());
       else this.stats.localIgnored++;
       return;
     }

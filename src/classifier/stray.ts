@@ -68,6 +68,11 @@ export interface StrayStats {
   badAnswers: number;
   /** Authentic answers for a lookup already finished: mostly the other hosts' NOT_HERE after the owner answered. */
   lateAnswers: number;
+  /**
+   * NOT_HERE answers to an earlier attempt of a lookup still under way: not
+   * counted towards "every host said no" (the owner's answer may still be coming).
+   */
+  staleAnswers: number;
   /** Owner answers whose mapping could not be installed. */
   adoptFailed: number;
   /** Frames that were not TCP/IPv4 (never from the shim; counted all the same). */
@@ -75,7 +80,9 @@ export interface StrayStats {
 }
 
 interface Lookup {
+  /** The current attempt's query ID; earlier attempts' IDs stay in byId until the lookup ends. */
   id: number;
+  ids: number[];
   name: string;
   key: { clientIp: number; clientPort: number; vip: number; vipPort: number };
   frames: Buffer[];
@@ -84,7 +91,8 @@ interface Lookup {
   attempt: number;
   due: number;
   asked: number;
-  notHere: number;
+  /** Agents (address:port) that answered NOT_HERE to the current attempt. */
+  notHere: Set<string>;
 }
 
 const LATENCY_SAMPLES = 4096;
@@ -103,7 +111,7 @@ const LATENCY_SAMPLES = 4096;
 export class StrayRecovery {
   readonly stats: StrayStats = {
     packets: 0, lookups: 0, recovered: 0, unknown: 0, unanswered: 0, negativeHits: 0, heldDropped: 0, overflow: 0, badAnswers: 0,
-    lateAnswers: 0, adoptFailed: 0, malformed: 0,
+    lateAnswers: 0, staleAnswers: 0, adoptFailed: 0, malformed: 0,
   };
   private readonly byName = new Map<string, Lookup>();
   private readonly byId = new Map<number, Lookup>();
@@ -164,18 +172,16 @@ export class StrayRecovery {
       this.negative.delete(name);
     }
     if (this.byName.size >= this.o.maxLookups) return void this.stats.overflow++;
-    const id = this.nextId;
-    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    const n: Lookup = { id, name, key, frames: [], ports: [], firstAt: now, attempt: 0, due: 0, asked: 0, notHere: 0 };
+    const n: Lookup = { id: 0, ids: [], name, key, frames: [], ports: [], firstAt: now, attempt: 0, due: 0, asked: 0,
+      notHere: new Set() };
     this.byName.set(name, n);
-    this.byId.set(id, n);
     this.stats.lookups++;
     this.hold(n, frame, port);
     this.ask(n, now);
   }
 
-  /** An OWNER datagram from a host agent at `fromIp`. */
-  onAnswer(fromIp: string, payload: Buffer, now: number): void {
+  /** An OWNER datagram from the host agent at `fromIp`:`fromPort`. */
+  onAnswer(fromIp: string, fromPort: number, payload: Buffer, now: number): void {
     const a = decodeOwnerQuery(payload, this.o.clusterKey);
     if ('error' in a || a.type !== 'owner' || a.session !== this.session) return void this.stats.badAnswers++;
     const l = this.byId.get(a.queryId);
@@ -184,8 +190,12 @@ export class StrayRecovery {
       return void this.stats.lateAnswers++;
     }
     if (a.status === OwnerStatus.NOT_HERE) {
+      // Only the current attempt's answers, once per agent: a slow owner's MINE
+      // may still come while the others' answers to earlier attempts arrive.
+      if (a.queryId !== l.id) return void this.stats.staleAnswers++;
+      l.notHere.add(`${fromIp}:${fromPort}`);
       // Everyone said no on the last attempt: nobody's, without waiting out the timeout.
-      if (++l.notHere >= l.asked && l.attempt >= this.o.attempts) this.giveUp(l, now);
+      if (l.notHere.size >= l.asked && l.attempt >= this.o.attempts) this.giveUp(l, now);
       return;
     }
     this.finish(l);
@@ -206,7 +216,7 @@ export class StrayRecovery {
     for (const l of this.byName.values()) {
       if (l.due <= now) {
         if (l.attempt >= this.o.attempts) {
-          if (l.notHere >= l.asked) {
+          if (l.notHere.size >= l.asked) {
             this.giveUp(l, now);
             continue;
           }
@@ -233,10 +243,15 @@ export class StrayRecovery {
   }
 
   private ask(l: Lookup, now: number): void {
+    // A fresh query ID per attempt tells its answers from the earlier attempts'.
+    l.id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    l.ids.push(l.id);
+    this.byId.set(l.id, l);
     const q = encodeOwnerQuery({ type: 'lookup', session: this.session, queryId: l.id, ...l.key, flowId: 0, status: 0 },
       this.o.clusterKey);
     l.asked = 0;
-    l.notHere = 0;
+    l.notHere.clear();
     for (const h of this.hooks.hosts()) {
       this.hooks.send(h.ip, h.agentPort, q);
       l.asked++;
@@ -248,7 +263,7 @@ export class StrayRecovery {
 
   private finish(l: Lookup): void {
     this.byName.delete(l.name);
-    this.byId.delete(l.id);
+    for (const id of l.ids) this.byId.delete(id);
     this.held -= l.frames.length;
   }
 

@@ -113,7 +113,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   };
   /** Per-request routing (issue 15). */
   readonly perRequestStats: PerRequestStats = {
-    handbacks: 0, handbacksFailed: 0, handbacksRefusedFin: 0, handbacksTimedOut: 0, unframed: 0,
+    handbacks: 0, handbacksFailed: 0, handbacksRefusedFin: 0, handbacksTimedOut: 0, unframed: 0, handbacksUnderWay: 0,
   };
   /**
    * Announced in every PONG: balancers send no new connections here while

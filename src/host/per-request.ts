@@ -30,6 +30,11 @@ export interface PerRequestStats {
   handbacksTimedOut: number;
   /** Connections that stopped being framed (an unframable message): served here from then on. */
   unframed: number;
+  /**
+   * Gauge: hand-backs decided and not yet settled (waiting for the previous
+   * response's ACK, or sent and awaiting the balancer's answer).
+   */
+  handbacksUnderWay: number;
 }
 
 export interface PerRequestOptions {
@@ -62,6 +67,8 @@ export class PerRequestSession {
   private first = true;
   private passthrough = false;
   private handingBack = false;
+  /** Counted in handbacksUnderWay, not yet settled. */
+  private underWay = false;
   private clientEnded = false;
   private appPaused = false;
 
@@ -173,13 +180,21 @@ export class PerRequestSession {
     return route !== null && this.o.router.poolHas(route.pool, this.o.blob.decision.host);
   }
 
+  private settle(): void {
+    if (!this.underWay) return;
+    this.underWay = false;
+    this.o.stats.handbacksUnderWay--;
+  }
+
   private startHandback(): void {
     this.handingBack = true;
+    this.underWay = true;
+    this.o.stats.handbacksUnderWay++;
     this.socket.pause(); // what else arrives stays in the kernel's queue, and is peeked
     if (this.clientEnded) return this.refuse('fin');
     const deadline = Date.now() + (this.o.drainTimeoutMs ?? 10_000);
     const attempt = () => {
-      if (this.socket.destroyed) return;
+      if (this.socket.destroyed) return this.settle();
       // Every response the application owes written, flushed to the kernel, and acknowledged (hh_freeze checks).
       if (this.responses.outstanding === 0 && this.socket.writableLength === 0) {
         const fd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
@@ -213,12 +228,14 @@ export class PerRequestSession {
     this.o.handback(f, data, (ok) => {
       if (!ok) this.o.stats.handbacksFailed++;
       nativeFrozenClose(f.fd, !ok);
+      this.settle();
     });
   }
 
   private refuse(why: 'fin' | 'timeout'): void {
     if (why === 'fin') this.o.stats.handbacksRefusedFin++;
     else this.o.stats.handbacksTimedOut++;
+    this.settle();
     this.socket.resetAndDestroy();
   }
 }

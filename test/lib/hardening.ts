@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { HostAgentStats } from '../../src/host';
+import type { PerRequestStats } from '../../src/host/per-request';
 import { crc32c } from '../../src/transfer';
 import { waitFor } from './harness';
 import { LoggedProc, runIn, type LogLine } from './procs';
@@ -55,14 +56,14 @@ export class HostProc extends LoggedProc {
   }
 
   /** The agent's counters (tunnel counters read from the kernel), asked for with SIGUSR2. */
-  async stats(): Promise<HostAgentStats> {
+  async stats(): Promise<HostAgentStats & { perRequest?: PerRequestStats }> {
     if (this.exited) throw new Error(`${this.name} has exited: ${this.text.slice(0, 500)}`);
     const n = this.filter((e) => e.ev === 'stats').length;
     this.child.kill('SIGUSR2');
     await waitFor(() => this.filter((e) => e.ev === 'stats').length > n, 10000, 10);
     const last = this.filter((e) => e.ev === 'stats').at(-1);
     if (!last) throw new Error(`${this.name} printed no stats: ${this.text.slice(0, 500)}`);
-    return last.stats as HostAgentStats;
+    return last.stats as HostAgentStats & { perRequest?: PerRequestStats };
   }
 
   /** Resident memory of the agent process, bytes. */

@@ -88,8 +88,8 @@ async function main(): Promise<void> {
   });
   host.agent.on('error', (err) => out({ ev: 'agent-error', error: err.message }));
   // With the tunnel check's counters, read from the kernel.
-  const stats = () => host.agent.refreshStats().then((s) => out({ ev: 'stats', stats: s }),
-    (err: Error) => out({ ev: 'stats', stats: host.agent.stats, error: err.message }));
+  const stats = () => host.agent.refreshStats().then((s) => out({ ev: 'stats', stats: { ...s, perRequest: host.agent.perRequestStats } }),
+    (err: Error) => out({ ev: 'stats', stats: { ...host.agent.stats, perRequest: host.agent.perRequestStats }, error: err.message }));
   process.on('SIGUSR2', stats);
   const stop = async () => {
     await stats();
