@@ -97,6 +97,9 @@ static void apply_defaults(struct hs_config *c)
 	DEF(exc_ring_size, 4096);
 	DEF(tx_ring_size, 4096);
 	DEF(idle_spins, 64);
+	DEF(idle_sleep_max_us, 1000);
+	if (c->idle_sleep_max_us < c->idle_sleep_us)
+		c->idle_sleep_max_us = c->idle_sleep_us;
 	DEF(accept_capacity, 65536);
 	DEF(accept_max_bytes, 65535);
 	DEF(accept_timeout_ms, 10000);

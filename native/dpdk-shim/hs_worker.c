@@ -444,15 +444,17 @@ static int control_work_queued(const struct hs_worker *w)
 	return 0;
 }
 
-static void idle_sleep(struct hs_worker *w, const struct timespec *nap)
+static void idle_sleep(struct hs_worker *w, uint32_t nap_us)
 {
+	const struct timespec nap = { .tv_sec = nap_us / 1000000, .tv_nsec = (long)(nap_us % 1000000) * 1000 };
+
 	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
 	if (control_work_queued(w)) {
 		__atomic_store_n(&w->sleeping, 0, __ATOMIC_SEQ_CST);
 		return;
 	}
 	struct pollfd pfd = { .fd = w->wake_fd, .events = POLLIN };
-	int woken = ppoll(&pfd, 1, nap, NULL) > 0;
+	int woken = ppoll(&pfd, 1, &nap, NULL) > 0;
 	__atomic_store_n(&w->sleeping, 0, __ATOMIC_SEQ_CST);
 	if (woken) {
 		uint64_t v;
@@ -485,10 +487,9 @@ int hs_worker_main(void *arg)
 	struct hs_worker *w = arg;
 	struct rte_mbuf *pkts[HS_BURST];
 	uint32_t idle = 0;
-	const struct timespec nap = {
-		.tv_sec = hs.cfg.idle_sleep_us / 1000000,
-		.tv_nsec = (long)(hs.cfg.idle_sleep_us % 1000000) * 1000,
-	};
+	/* The nap doubles while nothing arrives (an idle balancer costs a few
+	 * wake-ups a millisecond, not ten); traffic brings it back at once. */
+	uint32_t nap_us = hs.cfg.idle_sleep_us;
 
 	rte_rcu_qsbr_thread_register(hs.rcu, w->idx);
 	rte_rcu_qsbr_thread_online(hs.rcu, w->idx);
@@ -509,10 +510,12 @@ int hs_worker_main(void *arg)
 		rte_rcu_qsbr_quiescent(hs.rcu, w->idx);
 		if (likely(work)) {
 			idle = 0;
+			nap_us = hs.cfg.idle_sleep_us;
 		} else if (hs.cfg.idle_sleep_us && ++idle >= hs.idle_spins) {
 			/* Back off so several shims and the tests share two cores. */
-			idle_sleep(w, &nap);
+			idle_sleep(w, nap_us);
 			count(w, HS_C_IDLE_SLEEPS);
+			nap_us = RTE_MIN(nap_us * 2, hs.cfg.idle_sleep_max_us);
 		}
 	}
 	if (w->reorder_held)

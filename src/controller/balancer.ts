@@ -30,7 +30,7 @@ export interface ReloadResult {
 /** Host ids the shim's table holds (HS_MAX_HOSTS). */
 const MAX_HOST_IDS = 4096;
 
-const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
+const RESTART_KEYS = ['eal', 'workers', 'idleSleepUs', 'idleSleepMaxUs', 'ports', 'vips', 'limits', 'clusterKey', 'accept', 'classify', 'blob',
   'mappings', 'cluster', 'bgp', 'statsIntervalMs', 'control', 'log'] as const;
 
 /** Deep equality, whatever the order of keys in the file. */
@@ -83,6 +83,7 @@ export class Balancer {
       vips: config.vips,
       workers: config.workers,
       idleSleepUs: config.idleSleepUs,
+      idleSleepMaxUs: config.idleSleepMaxUs,
       mbufs: config.limits.mbufs,
       mappingCapacity: config.limits.mappingCapacity,
       holdFlows: config.limits.holdFlows,

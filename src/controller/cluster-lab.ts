@@ -265,6 +265,12 @@ export class ClusterLab {
     return fetchStatus<T>(this.socket(i), 2000);
   }
 
+  /** The process id of `name` (lb1, host1, ...): `ip netns exec` execs it, so it is the program's own. */
+  pid(name: string): number | undefined {
+    const c = this.procs.get(name)?.child;
+    return c && c.exitCode === null && c.signalCode === null ? c.pid : undefined;
+  }
+
   log(name: string): string {
     return this.procs.get(name)?.log ?? '';
   }

@@ -1,7 +1,7 @@
 import koffi, { type TypeObject } from 'koffi';
 
 /** Must equal HS_ABI_VERSION in native/dpdk-shim/handoff_shim.h. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 export const MAX_PORTS = 8;
 export const MAX_VIPS = 64;
 export const MAX_WORKERS = 16;
@@ -60,6 +60,7 @@ export const Config = koffi.struct('hs_config', {
   cookie_secret: koffi.array('uint8_t', 16, 'Array'),
   stray_rate: 'uint32_t',
   stray_burst: 'uint32_t',
+  idle_sleep_max_us: 'uint32_t',
   ports: koffi.array(PortConf, MAX_PORTS),
   vips: koffi.array(VipConf, MAX_VIPS),
 });

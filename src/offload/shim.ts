@@ -57,6 +57,8 @@ export interface ShimOptions {
   idleSleepUs?: number;
   /** Empty polls before sleeping. Default 64. */
   idleSpins?: number;
+  /** Each idle nap doubles from idleSleepUs up to this while nothing arrives. Default 1000. */
+  idleSleepMaxUs?: number;
   /** Accepted, unclassified connections held at once. Default 65536. */
   acceptCapacity?: number;
   /** Bytes taken per connection before its window closes. Default 65535. */
@@ -308,6 +310,7 @@ export class Shim {
       })(),
       stray_rate: checkInt(op, 'strayRate', o.strayRate, 0, 10_000_000),
       stray_burst: checkInt(op, 'strayBurst', o.strayBurst, 0, 10_000_000),
+      idle_sleep_max_us: checkInt(op, 'idleSleepMaxUs', o.idleSleepMaxUs, 0, 1_000_000),
       ports: [...ports, ...Array(MAX_PORTS - ports.length).fill(emptyPort)],
       vips: [...vipStructs, ...Array(MAX_VIPS - vipStructs.length).fill(emptyVip)],
     };
