@@ -10,6 +10,8 @@
 // Needs root; curl and hping3 (scripts/setup.sh installs them).
 import t from 'tap';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ClusterLab } from '../src/controller/cluster-lab';
@@ -147,6 +149,52 @@ if (!isRoot) {
     }
     t.comment(`flows disowned by every host, per balancer: ${unknown.join(', ')}`);
     t.ok(recovered > 0, `flows recovered from the hosts after rehashes: ${recovered}`);
+  });
+
+  // Design §8 / issue 16: a connection its balancer was still classifying has
+  // no host yet, so no one can recover it. Its next segment reaches another
+  // balancer, fails the cookie check (the dead balancer had ACKed bytes), and
+  // every host disowns it: reset, counted, never half-served.
+  t.test('a connection being classified when its balancer dies is reset and counted, never half-served', async (t) => {
+    const gate = path.join(os.tmpdir(), `handoff-so-gate-${process.pid}`);
+    fs.rmSync(gate, { force: true });
+    t.teardown(() => fs.rmSync(gate, { force: true }));
+    lab.routeVia([2]);
+    const c0 = await counters(2);
+    const s0: Status = (await lab.status(1)).stray;
+    // Half a request head, then (once the gate file exists) the rest; one JSON line with what came back.
+    const client = runIn(ns, process.execPath, ['-e', `
+      const net = require('node:net'), fs = require('node:fs');
+      const s = net.connect({ host: ${JSON.stringify(lab.vip)}, port: 80 });
+      let got = '';
+      const done = (r) => { process.stdout.write(JSON.stringify({ ...r, got }) + '\\n'); process.exit(0); };
+      s.on('data', (d) => { got += d; });
+      s.on('error', (e) => done({ error: e.code }));
+      s.on('close', () => done({ closed: true }));
+      s.on('connect', () => {
+        s.write('GET /host2/ HTTP/1.1\\r\\nHost: lab\\r\\n');
+        const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(gate)})) { clearInterval(t); s.write('\\r\\n'); } }, 20);
+        setTimeout(() => done({ timeout: true }), 15000);
+      });`], { timeoutMs: 30_000 });
+    // lb3 took the handshake and the half head, and holds the connection unclassified.
+    let c1 = c0;
+    for (let i = 0; i < 200 && c1.accepted - c0.accepted < 1; i++) {
+      await sleep(20);
+      c1 = await counters(2);
+    }
+    t.equal(c1.accepted - c0.accepted, 1, 'lb3 accepted the connection');
+    await lab.stopBalancer(2, 'SIGKILL');
+    lab.routeVia([1]);
+    fs.writeFileSync(gate, '');
+    const out = await client;
+    const r = JSON.parse(out.stdout.toString().trim().split('\n').pop() || '{}') as { error?: string; got: string };
+    t.equal(r.error, 'ECONNRESET', `the client was reset (${JSON.stringify(r)} ${out.stderr.slice(-300)})`);
+    t.equal(r.got, '', 'and got no byte of an answer');
+    const s1: Status = (await lab.status(1)).stray;
+    t.ok(s1.unknown - s0.unknown >= 1, `lb2 counted it as nobody's (${s1.unknown - s0.unknown})`);
+    t.equal(s1.recovered - s0.recovered, 0, 'and recovered nothing');
+    await lab.startBalancer(2);
+    lab.routeVia([1, 2, 0]);
   });
 
   t.test('a flood of stray ACKs: rate-limited, counted, bounded; curl still served', async (t) => {
