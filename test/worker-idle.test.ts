@@ -1,5 +1,5 @@
-// An idle worker's nap doubles from idleSleepUs up to idleSleepMaxUs while
-// nothing arrives, so an idle balancer costs a few wake-ups a millisecond
+// After 20 ms with nothing to do, an idle worker's nap doubles from
+// idleSleepUs up to idleSleepMaxUs while nothing arrives, so an idle balancer costs a few wake-ups a millisecond
 // instead of ten (several balancers, hosts and clients share this machine's
 // two cores). ppoll never returns early unless woken, so the naps taken in a
 // window are bounded by the window over the longest nap: a bound that holds
@@ -26,7 +26,7 @@ if (typeof shim === 'string') {
   const total = () => shim.counters().total;
 
   t.test('an idle worker naps longer and longer, up to idleSleepMaxUs', async (t) => {
-    await sleep(100); // past the doublings
+    await sleep(150); // past the 20 ms before the back-off and the doublings
     const b = total();
     const t0 = process.hrtime.bigint();
     await sleep(400);

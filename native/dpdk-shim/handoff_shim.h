@@ -104,7 +104,7 @@ struct hs_config {
 	uint8_t cookie_secret[16]; /**< all zero: random */
 	uint32_t stray_rate;       /**< stray segments per second and worker passed up (HS_EXC_STRAY); 0: none, they are dropped as before */
 	uint32_t stray_burst;      /**< token bucket depth for stray_rate; 0 means stray_rate / 10 + 1 */
-	uint32_t idle_sleep_max_us;/**< idle naps double from idle_sleep_us up to this while nothing arrives; 0 means 1000 */
+	uint32_t idle_sleep_max_us;/**< after 20 ms with nothing to do, idle naps double from idle_sleep_us up to this; 0 means 1000 */
 	struct hs_port_conf ports[HS_MAX_PORTS];
 	struct hs_vip_conf vips[HS_MAX_VIPS];
 };

@@ -444,6 +444,9 @@ static int control_work_queued(const struct hs_worker *w)
 	return 0;
 }
 
+/** Idle this long before the naps start growing, in µs. */
+#define HS_IDLE_BACKOFF_US 20000
+
 static void idle_sleep(struct hs_worker *w, uint32_t nap_us)
 {
 	const struct timespec nap = { .tv_sec = nap_us / 1000000, .tv_nsec = (long)(nap_us % 1000000) * 1000 };
@@ -487,9 +490,13 @@ int hs_worker_main(void *arg)
 	struct hs_worker *w = arg;
 	struct rte_mbuf *pkts[HS_BURST];
 	uint32_t idle = 0;
-	/* The nap doubles while nothing arrives (an idle balancer costs a few
-	 * wake-ups a millisecond, not ten); traffic brings it back at once. */
+	/* After HS_IDLE_BACKOFF_US with nothing to do the nap doubles (an idle
+	 * balancer costs one wake-up a millisecond, not ten); traffic brings it
+	 * back at once. Not sooner: a connection's next packet, a host's answer,
+	 * arrive within that, and a long nap would delay them. */
 	uint32_t nap_us = hs.cfg.idle_sleep_us;
+	const uint64_t backoff_after = rte_get_tsc_hz() / 1000000 * HS_IDLE_BACKOFF_US;
+	uint64_t busy_tsc = rte_get_tsc_cycles();
 
 	rte_rcu_qsbr_thread_register(hs.rcu, w->idx);
 	rte_rcu_qsbr_thread_online(hs.rcu, w->idx);
@@ -511,11 +518,13 @@ int hs_worker_main(void *arg)
 		if (likely(work)) {
 			idle = 0;
 			nap_us = hs.cfg.idle_sleep_us;
+			busy_tsc = rte_get_tsc_cycles();
 		} else if (hs.cfg.idle_sleep_us && ++idle >= hs.idle_spins) {
 			/* Back off so several shims and the tests share two cores. */
 			idle_sleep(w, nap_us);
 			count(w, HS_C_IDLE_SLEEPS);
-			nap_us = RTE_MIN(nap_us * 2, hs.cfg.idle_sleep_max_us);
+			if (rte_get_tsc_cycles() - busy_tsc > backoff_after)
+				nap_us = RTE_MIN(nap_us * 2, hs.cfg.idle_sleep_max_us);
 		}
 	}
 	if (w->reorder_held)

@@ -159,7 +159,7 @@ export const BalancerConfigSchema = Type.Object({
   eal: EalSchema,
   workers: Type.Integer({ minimum: 1, maximum: 16, default: 1 }),
   idleSleepUs: Type.Integer({ minimum: 0, maximum: 1000000, default: 100, description: '0 busy-polls' }),
-  idleSleepMaxUs: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'idle naps double from idleSleepUs up to this while nothing arrives' }),
+  idleSleepMaxUs: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'after 20 ms with nothing to do, idle naps double from idleSleepUs up to this' }),
   ports: Type.Array(PortSchema, { minItems: 1, maxItems: 8 }),
   vips: Type.Array(VipSchema, { maxItems: 64, default: [] }),
   hosts: Type.Array(HostSchema, { maxItems: 4096, default: [] }),

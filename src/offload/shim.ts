@@ -57,7 +57,7 @@ export interface ShimOptions {
   idleSleepUs?: number;
   /** Empty polls before sleeping. Default 64. */
   idleSpins?: number;
-  /** Each idle nap doubles from idleSleepUs up to this while nothing arrives. Default 1000. */
+  /** After 20 ms with nothing to do, each idle nap doubles from idleSleepUs up to this. Default 1000. */
   idleSleepMaxUs?: number;
   /** Accepted, unclassified connections held at once. Default 65536. */
   acceptCapacity?: number;
