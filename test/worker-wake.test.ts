@@ -4,7 +4,7 @@
 import t from 'tap';
 import { PacketBurst } from '../src/offload';
 import { buildTcp, parseFrame, TCP_ACK, TCP_SYN } from '../src/net';
-import { startShim, waitFor } from './lib/harness';
+import { firstRingFrame, startShim, waitFor } from './lib/harness';
 import { CLIENT, LB, VIP } from './lib/topology';
 
 // Naps this long would make any answer wait visibly; the assertions are on counters.
@@ -31,12 +31,7 @@ if (typeof shim === 'string') {
     inb.clear();
     inb.add(syn(41000));
     t.equal(shim.ringInject(0, inb), 1, 'a SYN queued on its ring port');
-    let answer: Buffer | undefined;
-    await waitFor(() => {
-      shim.ringDrain(0, out);
-      if (out.count) answer = Buffer.from(out.frame(0));
-      return answer;
-    }, 5000, 1);
+    const answer = await firstRingFrame(shim, 0, 5000, out);
     t.ok(answer, 'answered');
     t.equal(parseFrame(answer!).tcp!.flags, TCP_SYN | TCP_ACK, 'with a SYN-ACK');
     t.equal(total().worker_wakeups - b.worker_wakeups, 1n, 'one wake-up: the nap was cut short');

@@ -511,19 +511,20 @@ int hs_worker_main(void *arg)
 				work += n;
 			}
 		}
-		hs_accept_scan(w, rte_get_tsc_cycles());
+		const uint64_t now = rte_get_tsc_cycles();
+		hs_accept_scan(w, now);
 		for (uint16_t p = 0; p < hs.n_ports; p++)
 			tx_flush(w, p);
 		rte_rcu_qsbr_quiescent(hs.rcu, w->idx);
 		if (likely(work)) {
 			idle = 0;
 			nap_us = hs.cfg.idle_sleep_us;
-			busy_tsc = rte_get_tsc_cycles();
+			busy_tsc = now;
 		} else if (hs.cfg.idle_sleep_us && ++idle >= hs.idle_spins) {
 			/* Back off so several shims and the tests share two cores. */
 			idle_sleep(w, nap_us);
 			count(w, HS_C_IDLE_SLEEPS);
-			if (rte_get_tsc_cycles() - busy_tsc > backoff_after)
+			if (now - busy_tsc > backoff_after)
 				nap_us = RTE_MIN(nap_us * 2, hs.cfg.idle_sleep_max_us);
 		}
 	}

@@ -80,8 +80,7 @@ export interface StrayStats {
 }
 
 interface Lookup {
-  /** The current attempt's query ID; earlier attempts' IDs stay in byId until the lookup ends. */
-  id: number;
+  /** Query IDs of the attempts so far, the current one last; all stay in byId until the lookup ends. */
   ids: number[];
   name: string;
   key: { clientIp: number; clientPort: number; vip: number; vipPort: number };
@@ -172,7 +171,7 @@ export class StrayRecovery {
       this.negative.delete(name);
     }
     if (this.byName.size >= this.o.maxLookups) return void this.stats.overflow++;
-    const n: Lookup = { id: 0, ids: [], name, key, frames: [], ports: [], firstAt: now, attempt: 0, due: 0, asked: 0,
+    const n: Lookup = { ids: [], name, key, frames: [], ports: [], firstAt: now, attempt: 0, due: 0, asked: 0,
       notHere: new Set() };
     this.byName.set(name, n);
     this.stats.lookups++;
@@ -192,7 +191,7 @@ export class StrayRecovery {
     if (a.status === OwnerStatus.NOT_HERE) {
       // Only the current attempt's answers, once per agent: a slow owner's MINE
       // may still come while the others' answers to earlier attempts arrive.
-      if (a.queryId !== l.id) return void this.stats.staleAnswers++;
+      if (a.queryId !== l.ids[l.ids.length - 1]) return void this.stats.staleAnswers++;
       l.notHere.add(`${fromIp}:${fromPort}`);
       // Everyone said no on the last attempt: nobody's, without waiting out the timeout.
       if (l.notHere.size >= l.asked && l.attempt >= this.o.attempts) this.giveUp(l, now);
@@ -244,11 +243,11 @@ export class StrayRecovery {
 
   private ask(l: Lookup, now: number): void {
     // A fresh query ID per attempt tells its answers from the earlier attempts'.
-    l.id = this.nextId;
+    const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    l.ids.push(l.id);
-    this.byId.set(l.id, l);
-    const q = encodeOwnerQuery({ type: 'lookup', session: this.session, queryId: l.id, ...l.key, flowId: 0, status: 0 },
+    l.ids.push(id);
+    this.byId.set(id, l);
+    const q = encodeOwnerQuery({ type: 'lookup', session: this.session, queryId: id, ...l.key, flowId: 0, status: 0 },
       this.o.clusterKey);
     l.asked = 0;
     l.notHere.clear();

@@ -1,4 +1,4 @@
-import { Shim, ShimOptions } from '../../src/offload';
+import { PacketBurst, Shim, ShimOptions } from '../../src/offload';
 
 /**
  * EAL arguments for tests: no hugepages, no shared config (so several DPDK
@@ -34,3 +34,11 @@ export async function waitFor<T>(fn: () => T, ms = 2000, stepMs = 2): Promise<T>
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The first frame a ring port sends within `ms` (a copy), or undefined. */
+export async function firstRingFrame(shim: Shim, port: number, ms = 5000, out = new PacketBurst(8)): Promise<Buffer | undefined> {
+  return waitFor(() => {
+    shim.ringDrain(port, out);
+    return out.count ? Buffer.from(out.frame(0)) : undefined;
+  }, ms, 1);
+}
