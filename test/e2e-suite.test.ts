@@ -251,6 +251,17 @@ if (!isRoot) {
     t.equal(engine().stats.handbacksRefused - s0.handbacksRefused, 0, 'none refused');
   });
 
+  t.test('per request: a request with Connection: close is handed off without routing (nothing can follow it)', { skip: noCurl }, async (t) => {
+    t.ok(await quiet(), 'no earlier handoff or hand-back under way');
+    const s0 = { ...engine().stats };
+    const r = await runIn(client.ns, 'curl', ['-s', '--max-time', '10', '-H', 'Connection: close', `http://${VIP}/two/a`]);
+    t.equal(r.stdout.toString(), 'served by host2\n', 'served by its pool');
+    const k = await runIn(client.ns, 'curl', ['-s', '--max-time', '10', `http://${VIP}/two/b`]);
+    t.equal(k.stdout.toString(), 'served by host2\n', 'and a keep-alive one too');
+    await waitFor(() => engine().stats.handoffsCompleted - s0.handoffsCompleted >= 2, 3000, 10);
+    t.equal(engine().stats.perRequestLast - s0.perRequestLast, 1, 'only the Connection: close handoff went without routing');
+  });
+
   t.test('per request: a sticky rule keeps its connection on its first host', { skip: noCurl }, async (t) => {
     t.ok(await quiet(), 'no earlier handoff or hand-back under way');
     const s0 = { ...engine().stats };

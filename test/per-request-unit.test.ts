@@ -8,6 +8,7 @@ import { Router } from '../src/classifier/router';
 import { decodeBlob, encodeBlob, ReplayWindow } from '../src/transfer';
 import { validateRouting } from '../src/classifier/rules-schema';
 import type { RequestInfo } from '../src/classifier/request-info';
+import { classifyBytes } from '../src/classifier/classify';
 
 /** Feed `buf` to a fresh counter in pieces of `size` bytes. */
 const countIn = (methods: string[], buf: Buffer, size: number) => {
@@ -16,6 +17,21 @@ const countIn = (methods: string[], buf: Buffer, size: number) => {
   for (let i = 0; i < buf.length; i += size) c.feed(buf.subarray(i, i + size));
   return c;
 };
+
+t.test('a request that is its connection\'s last: nothing after it can move', async (t) => {
+  const base: RequestInfo = { kind: 'unknown', clientIp: '198.18.0.2', clientPort: 40000, vip: '198.18.0.100', vipPort: 80 };
+  const last = (head: string) => {
+    const r = classifyBytes(Buffer.from(`${head}\r\n\r\n`), base);
+    return r.status === 'decided' ? r.info.lastRequest : `not decided: ${r.status}`;
+  };
+  t.equal(last('GET / HTTP/1.1\r\nHost: a'), false, 'HTTP/1.1 keeps the connection by default');
+  t.equal(last('GET / HTTP/1.1\r\nHost: a\r\nConnection: close'), true, 'Connection: close');
+  t.equal(last('GET / HTTP/1.1\r\nHost: a\r\nconnection: Upgrade, CLOSE'), true, 'close among other options, any case');
+  t.equal(last('GET / HTTP/1.1\r\nHost: a\r\nConnection: closed'), false, 'a token that only starts with close');
+  t.equal(last('GET / HTTP/1.0\r\nHost: a'), true, 'HTTP/1.0 closes by default');
+  t.equal(last('GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive'), false, 'HTTP/1.0 with keep-alive');
+  t.equal(last('GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close'), true, 'close wins over keep-alive');
+});
 
 t.test('body framing from headers', async (t) => {
   t.same(bodyFraming([['content-length', '12']], true), { kind: 'length', n: 12 });

@@ -30,7 +30,25 @@ export function classifyBytes(buf: Buffer, base: RequestInfo, opts: ClassifyOpti
     if (r.status === 'error') return { status: 'undecidable', reason: r.code, info: { ...base, kind: 'http' } };
     const h = r.head;
     return { status: 'decided', info: { ...base, kind: 'http', method: h.method, path: h.path, host: h.host,
-      headers: h.headers, cookies: h.cookies } };
+      headers: h.headers, cookies: h.cookies, lastRequest: isLastRequest(h.version, h.headers) } };
   }
   return { status: 'undecidable', reason: 'neither HTTP/1.x nor TLS', info: { ...base, kind: 'unknown' } };
+}
+
+/**
+ * Whether a request is its connection's last (RFC 9112 §9.3, §9.6): a
+ * `close` connection option, or HTTP/1.0 without `keep-alive`. A server
+ * closes after answering it, so no later request can need another host.
+ */
+export function isLastRequest(version: '1.0' | '1.1', headers: ReadonlyArray<readonly [string, string]>): boolean {
+  let keepAlive = false;
+  for (const [name, value] of headers) {
+    if (name !== 'connection') continue;
+    for (const token of value.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t === 'close') return true;
+      if (t === 'keep-alive') keepAlive = true;
+    }
+  }
+  return version === '1.0' && !keepAlive;
 }

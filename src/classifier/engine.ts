@@ -133,6 +133,12 @@ export interface EngineStats {
   handbacksRefused: number;
   /** Flows taken over from a host's answer (stray recovery): mapped here under the host's flow ID. */
   adopted: number;
+  /**
+   * Handoffs on a per-request VIP sent without routing because their first
+   * request is their last (`Connection: close`, HTTP/1.0): nothing can move,
+   * so the host hands the application the socket itself.
+   */
+  perRequestLast: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
@@ -237,7 +243,7 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
-    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0, adopted: 0,
+    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0, adopted: 0, perRequestLast: 0,
   };
   /** Stray recovery (issue 16), when configured. */
   readonly stray?: StrayRecovery;
@@ -674,7 +680,8 @@ export class HandoffEngine {
     // Per request: only where a later request could belong to a pool without this host.
     if (c.info.kind === 'http' && this.perRequest.size && this.perRequest.has(`${c.info.vip}:${c.info.vipPort}`)
       && !this.router.isSticky(d.rule) && this.router.mayMove(c.info.vip, c.info.vipPort, d.host)) {
-      blob.routing = this.router.routingJson;
+      if (c.info.lastRequest) this.stats.perRequestLast++;
+      else blob.routing = this.router.routingJson;
     }
     const host = c.host!;
     this.sender.send({ ip: host.ip, port: host.agentPort }, encodeBlob(blob, this.key), (r) => this.onTransfer(c, r));

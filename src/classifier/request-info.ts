@@ -8,5 +8,7 @@ export interface RequestInfo {
   method?: string; path?: string; host?: string;           // http (host lowercase, no port)
   headers?: ReadonlyArray<readonly [string, string]>;     // http, names lowercase
   cookies?: ReadonlyMap<string, string>;                   // http
+  /** http: the client said no request follows on this connection (`Connection: close`, or HTTP/1.0 without keep-alive). */
+  lastRequest?: boolean;
   sni?: string; alpn?: readonly string[];                 // tls (sni lowercase)
 }
