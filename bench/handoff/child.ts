@@ -62,6 +62,7 @@ class Bench {
       mappingCapacity: capacity,
       exceptionRingSize: 32768,
       acceptCapacity: 65536,
+      announceAfterMs: cfg.announceAfterMs,
     });
     const v = validateRouting(ROUTING, HOSTS.map((h) => h.name));
     if (!v.ok) throw new Error(`routing: ${JSON.stringify(v.problems)}`);

@@ -106,6 +106,8 @@ export interface ChildConfig {
   /** Profile the saturated window with the V8 CPU profiler, write the .cpuprofile here, and skip the rest. */
   profileFile?: string;
   memMb: number;
+  /** The shim's announceAfterMs: 0 reports each handshake as an event of its own. */
+  announceAfterMs: number;
 }
 
 /** Latency percentiles in microseconds. */

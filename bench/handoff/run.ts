@@ -32,6 +32,9 @@
 //   --pending / HANDOFF_PENDING (20000) connections held for the memory figure
 //   --phases / HANDOFF_PHASES (throughput,wake,memory)
 //   --mem / HANDOFF_MEM_MB (2048)       EAL -m
+//   --announce / HANDOFF_ANNOUNCE (lazy) lazy: the shim reports a connection with its first bytes
+//                                       (announceAfterMs, as the balancer runs it); eager: an
+//                                       ACCEPTED event per handshake as well (the shim before ABI 7)
 //   --profile[=FILE] / HANDOFF_PROFILE  only the saturated run, under the V8 CPU profiler; prints
 //                                       self time by function and writes FILE (.cpuprofile)
 //
@@ -65,6 +68,7 @@ interface Options {
   pending: number;
   phases: Phase[];
   memMb: number;
+  announce: 'lazy' | 'eager';
   profile?: string;
 }
 
@@ -87,7 +91,7 @@ function num(name: string, env: string, def: number, min: number, max: number, i
 
 function parseOptions(): Options {
   for (const a of args) {
-    if (!/^--(seconds|rounds|warmup|window|sweep|samples|pending|phases|mem)=.|^--profile(=.+)?$/.test(a)) {
+    if (!/^--(seconds|rounds|warmup|window|sweep|samples|pending|phases|mem|announce)=.|^--profile(=.+)?$/.test(a)) {
       throw new BenchError(`unknown argument '${a}' (see the header of bench/handoff/run.ts)`);
     }
   }
@@ -115,6 +119,11 @@ function parseOptions(): Options {
     pending: num('pending', 'HANDOFF_PENDING', 20_000, 100, 60_000),
     phases: profile ? ['throughput'] : phases,
     memMb: num('mem', 'HANDOFF_MEM_MB', 2048, 512, 1 << 20),
+    announce: (() => {
+      const a = raw('announce', 'HANDOFF_ANNOUNCE') ?? 'lazy';
+      if (a !== 'lazy' && a !== 'eager') throw new BenchError(`--announce: lazy or eager, got '${a}'`);
+      return a;
+    })(),
     profile,
   };
 }
@@ -139,6 +148,7 @@ async function runChild(o: Options, phase: Phase, budgetS: number, into: Collect
     phase, seconds: o.seconds, rounds: o.rounds, warmupSeconds: o.warmup, window: o.window, sweep: o.sweep, sweepSeconds: 1,
     lightSeconds: 2, samples: o.samples, pending: o.pending,
     profileFile: o.profile, memMb: phase === 'throughput' ? o.memMb : Math.min(o.memMb, 1024),
+    announceAfterMs: o.announce === 'lazy' ? 3000 : 0,
   };
   const tail = new Tail();
   // Inherit execArgv, so `node --cpu-prof dist/bench/handoff/run.js` profiles the children too.
@@ -223,7 +233,7 @@ function report(o: Options, c: Collected): { rate: number; p50: number; p99: num
     console.log('           (event loop, thread-pool completions, promises). The stand-ins run on the same thread as');
     console.log('           the engine (a ring port lives in one process): their share is taken from the engine.');
     console.log('  cpu/wait = Node thread on a CPU / runnable but waiting for one (other load); worker = DPDK lcore 1.');
-    console.log('  ev/h = exception events per handoff (4 when nothing is retransmitted: ACCEPTED, DATA, ACK, FINAL);');
+    console.log('  ev/h = exception events per handoff (without retransmissions: ACCEPTED with DATA, ACK, FINAL; with --announce=eager 4)');
     console.log('  wait/h = parks per handoff (armed the wake-up pipe, back to the event loop); retx = blob datagrams sent again;');
     console.log('  cpu/h = Node-thread CPU us per handoff (1e6 / cpu/h = the rate with a core to itself).');
     console.log('');

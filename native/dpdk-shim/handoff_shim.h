@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define HS_ABI_VERSION 6
+#define HS_ABI_VERSION 7
 
 #define HS_MAX_PORTS 8
 #define HS_MAX_WORKERS 16
@@ -52,12 +52,15 @@ enum hs_exc_reason {
 
 /** Connection events (bit mask: one packet may carry several). */
 enum hs_conn_event_type {
-	HS_EV_ACCEPTED = 1, /**< handshake completed with a valid cookie */
+	HS_EV_ACCEPTED = 1, /**< handshake completed with a valid cookie; with announce_after_ms set, on the
+				 connection's first event instead (most often with HS_EV_DATA) */
 	HS_EV_DATA = 2,     /**< new in-order bytes: payload_len at payload_off of the frame; freezes (see hs_conn_handoff) */
 	HS_EV_FIN = 4,      /**< the client closed its side; freezes too */
 	HS_EV_RESET = 8,    /**< the client reset the connection; it is gone */
 	HS_EV_TIMEOUT = 16, /**< never classified: the shim reset it; it is gone */
 	HS_EV_FROZEN = 32,  /**< answer to hs_conn_freeze: final state; the shim forgot it */
+	HS_EV_SILENT = 64,  /**< no byte within announce_after_ms of the handshake: announced now (with
+				 HS_EV_ACCEPTED), still accepted; decide it without bytes */
 };
 
 struct hs_port_conf {
@@ -105,6 +108,9 @@ struct hs_config {
 	uint32_t stray_rate;       /**< stray segments per second and worker passed up (HS_EXC_STRAY); 0: none, they are dropped as before */
 	uint32_t stray_burst;      /**< token bucket depth for stray_rate; 0 means stray_rate / 10 + 1 */
 	uint32_t idle_sleep_max_us;/**< after 20 ms with nothing to do, idle naps double from idle_sleep_us up to this; 0 means 1000 */
+	uint32_t announce_after_ms;/**< 0: an HS_EV_ACCEPTED event as each handshake completes. Else a connection is
+				        announced by its first event (bytes, FIN, reset, timeout), or by HS_EV_SILENT
+				        after this many ms without one: one event per connection fewer */
 	struct hs_port_conf ports[HS_MAX_PORTS];
 	struct hs_vip_conf vips[HS_MAX_VIPS];
 };

@@ -22,7 +22,7 @@ int hs_abi_layout(char *buf, size_t len)
 	       F(n_ports) F(n_vips) F(n_workers) F(mbufs) F(mapping_capacity) F(hold_flows) F(hold_per_flow)
 		       F(hold_total) F(exc_ring_size) F(tx_ring_size) F(idle_sleep_us) F(idle_sleep_max_us) F(idle_spins) F(accept_capacity)
 			       F(accept_max_bytes) F(accept_timeout_ms) F(cookie_tick_s) F(rcv_wscale) F(reset_bad_ack)
-			       F(reserved) F(cookie_secret) F(stray_rate) F(stray_burst) F(ports)
+			       F(reserved) F(cookie_secret) F(stray_rate) F(stray_burst) F(announce_after_ms) F(ports)
 			       F(vips));
 	STRUCT(o_, 0, hs_host_conf, F(ip) F(port) F(nexthop_mac) F(inner_mac) F(reserved));
 	STRUCT(o_, 0, hs_mapping,

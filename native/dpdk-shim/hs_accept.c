@@ -76,7 +76,9 @@ int hs_accept_setup(struct hs_worker *w, uint32_t cap)
 	a->h = rte_hash_create(&hp);
 	a->conns = rte_zmalloc("hs_conns", sizeof(struct hs_conn) * cap, RTE_CACHE_LINE_SIZE);
 	a->free_idx = rte_malloc("hs_conn_free", sizeof(uint32_t) * cap, 0);
-	if (!a->h || !a->conns || !a->free_idx)
+	a->due_idx = rte_malloc("hs_conn_due", sizeof(uint32_t) * cap, 0);
+	a->due_gen = rte_malloc("hs_conn_due_gen", sizeof(uint32_t) * cap, 0);
+	if (!a->h || !a->conns || !a->free_idx || !a->due_idx || !a->due_gen)
 		return hs_fail(-ENOMEM, "worker %u: accept table of %u connections", w->idx, cap);
 	a->cap = cap;
 	for (uint32_t i = 0; i < cap; i++)
@@ -92,6 +94,8 @@ void hs_accept_teardown(struct hs_worker *w)
 		rte_hash_free(a->h);
 	rte_free(a->conns);
 	rte_free(a->free_idx);
+	rte_free(a->due_idx);
+	rte_free(a->due_gen);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -143,9 +147,15 @@ static void send_seg(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, con
 	hs_tx(w, port, m);
 }
 
-static void fill_event(struct hs_conn_event *ev, const struct hs_worker *w, const struct hs_conn *c, uint32_t type)
+/* Every event of a connection not yet announced carries HS_EV_ACCEPTED: the
+ * control thread learns of a connection from its first event, whatever it is. */
+static void fill_event(struct hs_conn_event *ev, const struct hs_worker *w, struct hs_conn *c, uint32_t type)
 {
 	memset(ev, 0, sizeof(*ev));
+	if (!c->announced) {
+		type |= HS_EV_ACCEPTED;
+		c->announced = 1;
+	}
 	ev->type = type;
 	ev->worker = w->idx;
 	ev->port = c->port;
@@ -174,7 +184,7 @@ static void fill_event(struct hs_conn_event *ev, const struct hs_worker *w, cons
 }
 
 /* An event with no frame of its own (timeout, frozen). */
-static void emit_bare(struct hs_worker *w, const struct hs_conn *c, uint32_t type)
+static void emit_bare(struct hs_worker *w, struct hs_conn *c, uint32_t type)
 {
 	struct rte_mbuf *m = rte_pktmbuf_alloc(hs.pool);
 	if (!m) {
@@ -276,7 +286,8 @@ static void reset_unaccepted(struct hs_worker *w, uint16_t port, struct rte_mbuf
 }
 
 static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, const struct hs_parsed *p,
-				  const struct hs_flow_key *k, uint32_t seq, uint32_t ack, const struct hs_tcp_opts *o)
+				  const struct hs_flow_key *k, uint32_t seq, uint32_t ack, const struct hs_tcp_opts *o,
+				  int *announce_now)
 {
 	struct hs_accept *a = &w->acc;
 	uint32_t idx;
@@ -327,6 +338,21 @@ static struct hs_conn *accept_ack(struct hs_worker *w, uint16_t port, struct rte
 	a->n_free--;
 	c->used = 1;
 	w->stats->c[HS_C_ACCEPTED]++;
+	if (hs.cfg.announce_after_ms && likely(a->due_n < a->cap)) {
+		/* Its first event announces it; if none comes in time, announce_due() does. */
+		uint32_t t = a->due_head + a->due_n;
+		t = t >= a->cap ? t - a->cap : t;
+		a->due_idx[t] = (uint32_t)(c - a->conns);
+		a->due_gen[t] = c->gen;
+		a->due_n++;
+		*announce_now = 0;
+	} else {
+		/* Without announce_after_ms; or the ring is full of entries of connections
+		 * gone since (more accepted within announce_after_ms than the table holds). */
+		if (hs.cfg.announce_after_ms)
+			w->stats->c[HS_C_ANNOUNCED_EAGER]++;
+		*announce_now = 1;
+	}
 	return c;
 }
 
@@ -443,10 +469,12 @@ void hs_accept_segment(struct hs_worker *w, uint16_t port, struct rte_mbuf *m, c
 			return hs_drop(w, m, HS_D_NO_CONN);
 		if ((p->tcp_flags & HS_TCP_RST) || !(p->tcp_flags & HS_TCP_ACK))
 			return stray(w, port, m, HS_D_NO_CONN); /* a RST of a flow on a host must reach it */
-		c = accept_ack(w, port, m, p, &k, seq, ack, &o);
+		int announce_now;
+		c = accept_ack(w, port, m, p, &k, seq, ack, &o, &announce_now);
 		if (!c)
 			return;
-		ev = HS_EV_ACCEPTED;
+		if (announce_now)
+			ev = HS_EV_ACCEPTED;
 	}
 	conn_segment(w, c, m, p, ev, seq, ack, rd16(tcp + 14), &o);
 }
@@ -512,9 +540,33 @@ void hs_accept_command(struct hs_worker *w, const struct hs_cmd *cmd)
 	}
 }
 
+/* Announce, oldest first, the connections that sent nothing for announce_after_ms. */
+static void announce_due(struct hs_worker *w, uint64_t now)
+{
+	struct hs_accept *a = &w->acc;
+	if (!a->due_n || now < a->next_due_tsc)
+		return;
+	a->next_due_tsc = now + hs.tsc_per_ms;
+	uint32_t now_ms = hs_ts_now();
+	while (a->due_n) {
+		uint32_t i = a->due_head;
+		struct hs_conn *c = &a->conns[a->due_idx[i]];
+		int waiting = c->used && c->gen == a->due_gen[i] && !c->announced;
+		if (waiting && now_ms - c->created_ms < hs.cfg.announce_after_ms)
+			break;
+		a->due_head = i + 1 < a->cap ? i + 1 : 0;
+		a->due_n--;
+		if (waiting) {
+			w->stats->c[HS_C_ANNOUNCED_SILENT]++;
+			emit_bare(w, c, HS_EV_SILENT);
+		}
+	}
+}
+
 void hs_accept_scan(struct hs_worker *w, uint64_t now)
 {
 	struct hs_accept *a = &w->acc;
+	announce_due(w, now);
 	if (now < a->next_scan_tsc || a->n_free == a->cap)
 		return;
 	a->next_scan_tsc = now + hs.tsc_per_ms * 10;

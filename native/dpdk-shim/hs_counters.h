@@ -45,7 +45,9 @@
 	X(FAULT_DUPLICATED, "fault_duplicated")                                \
 	X(FAULT_REORDERED, "fault_reordered")                                  \
 	X(EXC_STRAY, "exception_stray")                                        \
-	X(REINJECTED, "reinjected")
+	X(REINJECTED, "reinjected")                                            \
+	X(ANNOUNCED_SILENT, "accept_announced_silent")                         \
+	X(ANNOUNCED_EAGER, "accept_announced_eager")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \

@@ -93,6 +93,7 @@ struct hs_conn {
 	 * the control thread hands the connection off or resumes it. */
 	uint8_t frozen;
 	uint8_t n_held;
+	uint8_t announced;      /* an event told the control thread of it (it carried HS_EV_ACCEPTED) */
 	uint32_t created_ms;    /* hs_ts_now() at accept (wraps: compared by difference) */
 	struct rte_mbuf *held[HS_CONN_HOLD];
 };
@@ -107,6 +108,12 @@ struct hs_accept {
 	uint32_t gen;
 	uint32_t scan;          /* timeout scan cursor */
 	uint64_t next_scan_tsc;
+	/* Connections not yet announced, in accept order (so oldest first): slot
+	 * and generation, a ring of cap entries. Entries of connections gone or
+	 * announced since are skipped when they reach the head. */
+	uint32_t *due_idx, *due_gen;
+	uint32_t due_head, due_n;
+	uint64_t next_due_tsc;
 };
 
 struct hs_worker {

@@ -139,6 +139,7 @@ static int cmd_info(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_add_dict_u64(d, "accept_capacity", hs.cfg.accept_capacity);
 	rte_tel_data_add_dict_u64(d, "accept_max_bytes", hs.cfg.accept_max_bytes);
 	rte_tel_data_add_dict_u64(d, "accept_timeout_ms", hs.cfg.accept_timeout_ms);
+	rte_tel_data_add_dict_u64(d, "announce_after_ms", hs.cfg.announce_after_ms);
 	rte_tel_data_add_dict_u64(d, "hold_flows", hs.cfg.hold_flows);
 	rte_tel_data_add_dict_u64(d, "hold_per_flow", hs.cfg.hold_per_flow);
 	rte_tel_data_add_dict_u64(d, "hold_total", hs.cfg.hold_total);

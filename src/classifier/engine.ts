@@ -550,6 +550,8 @@ export class HandoffEngine {
     }
     if (type & EV.FROZEN) return this.onFrozen(c, i);
     if (type & (EV.DATA | EV.FIN) && c.state === 'classifying') this.classify(c, false);
+    // Nothing within the classify timeout (the shim times it when it announces connections lazily).
+    else if (type & EV.SILENT && c.state === 'classifying') this.classify(c, true);
   }
 
   private classify(c: Connection, timedOut: boolean): void {

@@ -94,6 +94,9 @@ export class Balancer {
       acceptCapacity: a.capacity,
       acceptMaxBytes: a.maxBytes,
       acceptTimeoutMs: a.timeoutMs,
+      // The engine learns of a connection from its first bytes (one event
+      // fewer per handoff); one that sends none comes when it must be decided.
+      announceAfterMs: config.routing.pools.length ? config.classify.timeoutMs : 0,
       cookieTickS: a.cookieTickS,
       rcvWscale: a.rcvWscale,
       resetBadAck: a.resetBadAck,
@@ -305,7 +308,8 @@ export class Balancer {
   async drain(timeoutMs: number): Promise<boolean> {
     this.shuttingDown = true;
     const end = Date.now() + timeoutMs;
-    const idle = () => !this.engine || (this.engine.inProgress === 0 && this.engine.activeFlows === 0);
+    // Accepted connections that sent nothing yet are the shim's alone until their first bytes.
+    const idle = () => !this.engine || (this.engine.inProgress === 0 && this.engine.activeFlows === 0 && this.shim.acceptCount() === 0);
     while (!idle() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     return idle();
   }

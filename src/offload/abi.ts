@@ -1,7 +1,7 @@
 import koffi, { type TypeObject } from 'koffi';
 
 /** Must equal HS_ABI_VERSION in native/dpdk-shim/handoff_shim.h. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 export const MAX_PORTS = 8;
 export const MAX_VIPS = 64;
 export const MAX_WORKERS = 16;
@@ -14,7 +14,7 @@ export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3, REOPENED: 4 } as c
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
 export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3, STRAY: 4 } as const;
 /** Connection event bits (enum hs_conn_event_type). */
-export const ConnEventType = { ACCEPTED: 1, DATA: 2, FIN: 4, RESET: 8, TIMEOUT: 16, FROZEN: 32 } as const;
+export const ConnEventType = { ACCEPTED: 1, DATA: 2, FIN: 4, RESET: 8, TIMEOUT: 16, FROZEN: 32, SILENT: 64 } as const;
 
 // Declarations mirror handoff_shim.h; test/offload-abi.test.ts checks every
 // size and offset against the shim's own hs_abi_layout().
@@ -61,6 +61,7 @@ export const Config = koffi.struct('hs_config', {
   stray_rate: 'uint32_t',
   stray_burst: 'uint32_t',
   idle_sleep_max_us: 'uint32_t',
+  announce_after_ms: 'uint32_t',
   ports: koffi.array(PortConf, MAX_PORTS),
   vips: koffi.array(VipConf, MAX_VIPS),
 });

@@ -59,6 +59,12 @@ export interface ShimOptions {
   idleSpins?: number;
   /** After 20 ms with nothing to do, each idle nap doubles from idleSleepUs up to this. Default 1000. */
   idleSleepMaxUs?: number;
+  /**
+   * 0: an ACCEPTED event per completed handshake. Else a connection is first
+   * reported with its first event (bytes, FIN, reset, timeout; the ACCEPTED
+   * flag rides on it), or with SILENT after this many ms without one. Default 0.
+   */
+  announceAfterMs?: number;
   /** Accepted, unclassified connections held at once. Default 65536. */
   acceptCapacity?: number;
   /** Bytes taken per connection before its window closes. Default 65535. */
@@ -311,6 +317,7 @@ export class Shim {
       stray_rate: checkInt(op, 'strayRate', o.strayRate, 0, 10_000_000),
       stray_burst: checkInt(op, 'strayBurst', o.strayBurst, 0, 10_000_000),
       idle_sleep_max_us: checkInt(op, 'idleSleepMaxUs', o.idleSleepMaxUs, 0, 1_000_000),
+      announce_after_ms: checkInt(op, 'announceAfterMs', o.announceAfterMs, 0, 3_600_000),
       ports: [...ports, ...Array(MAX_PORTS - ports.length).fill(emptyPort)],
       vips: [...vipStructs, ...Array(MAX_VIPS - vipStructs.length).fill(emptyVip)],
     };
