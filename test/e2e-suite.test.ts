@@ -205,6 +205,21 @@ if (!isRoot) {
       t.comment(out.trim());
     });
 
+  // The app ends a Connection: close response as soon as its bytes are in
+  // the kernel, which may still hold megabytes to send: the agent keeps the
+  // flow (tunnel check, owner lookups) until the client closes too. (What an
+  // early close breaks shows in scaleout.test: after a rehash the hosts
+  // disowned such downloads.)
+  t.test('an 8 MB Connection: close response read slowly arrives whole', { skip: noCurl }, async (t) => {
+    const s0 = { ...engine().stats };
+    const r = await curl(['--limit-rate', '4M', '-H', 'Connection: close', `http://${VIP}/bytes/8388608`]);
+    t.equal(r.code, 0, 'curl exits 0');
+    let ok = r.body.length === 8388608;
+    for (let i = 0; ok && i < r.body.length; i++) if (r.body[i] !== i % 251) ok = false;
+    t.ok(ok, `8388608 bytes, byte i is i % 251 (got ${r.body.length})`);
+    t.equal(engine().stats.perRequestLast - s0.perRequestLast, 1, 'handed off without routing: the app had the socket itself');
+  });
+
   t.test('1 MB responses arrive intact and go direct: the balancer carries a fraction', { skip: noCurl }, async (t) => {
     const before = lb!.shim.counters().total;
     const n = 3;

@@ -43,6 +43,15 @@ const cases: Case[] = [
   { name: '802.1Q ARP request for the VIP gets a tagged reply', input: padFrame(arp(VIP.ip, 7)), verdict: tx },
   { name: 'ARP request for another address is dropped', input: padFrame(arp('198.18.0.77')),
     verdict: { kind: 'drop', counter: 'drop_arp_not_for_us' } },
+  { name: 'ARP reply to the balancer address goes up (next-hop resolution)',
+    input: padFrame(buildArpReply({ srcMac: CLIENT.mac, srcIp: CLIENT.ip, dstMac: LB.mac, dstIp: LB.ip })),
+    verdict: { kind: 'exception', reason: ExceptionReason.ARP } },
+  { name: 'gratuitous ARP request goes up (a neighbour announces its MAC)',
+    input: padFrame(buildArpRequest({ srcMac: CLIENT.mac, srcIp: CLIENT.ip, targetIp: CLIENT.ip })),
+    verdict: { kind: 'exception', reason: ExceptionReason.ARP } },
+  { name: 'ARP reply to another address is dropped',
+    input: padFrame(buildArpReply({ srcMac: CLIENT.mac, srcIp: CLIENT.ip, dstMac: LB.mac, dstIp: '198.18.0.77' })),
+    verdict: { kind: 'drop', counter: 'drop_arp_reply_not_for_us' } },
   { name: 'TCP data to the VIP with an ACTIVE mapping is VXLAN-encapsulated', input: tcp(), verdict: tx },
   { name: 'padded 60-byte ACK is encapsulated without its padding',
     input: padFrame(tcp({ flags: TCP_ACK, payload: Buffer.alloc(0) })), verdict: tx },
@@ -163,8 +172,8 @@ if (typeof shim === 'string') {
       // Every case ends in exactly one of: a frame on the wire, an exception, a counted drop.
       const settled = () => {
         const now = shim.counters().total;
-        return now.tx_packets + now.exception_miss + now.exception_local + dropsOf(now) >
-          before.tx_packets + before.exception_miss + before.exception_local + dropsOf(before);
+        return now.tx_packets + now.exception_miss + now.exception_local + now.exception_arp + dropsOf(now) >
+          before.tx_packets + before.exception_miss + before.exception_local + before.exception_arp + dropsOf(before);
       };
       t.ok(await waitFor(settled), `${c.name}: processed`);
       await sleep(5);

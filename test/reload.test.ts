@@ -9,7 +9,7 @@ import { isRoot } from './lib/harness';
 
 const host = (name: string, ip: string) => ({ name, ip, nexthopMac: '02:00:00:00:01:01', innerMac: '02:00:00:00:02:02' });
 
-function config(hosts: ReturnType<typeof host>[], extra: Record<string, unknown> = {}) {
+function config(hosts: Array<{ name: string; ip: string; nexthopMac?: string; innerMac?: string }>, extra: Record<string, unknown> = {}) {
   return parseBalancerConfig({
     eal: { vdevs: ['net_null0'], memoryMb: 256, extraArgs: ['--no-telemetry'] },
     ports: [{ device: 'net_null0', ip: '198.18.0.2' }],

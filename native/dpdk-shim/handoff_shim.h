@@ -48,6 +48,9 @@ enum hs_exc_reason {
 	HS_EXC_STRAY = 4, /**< a non-SYN TCP segment of a flow this balancer has neither a mapping
 			       nor a connection for (another balancer's, before a rehash or a restart):
 			       rate-limited per worker by stray_rate / stray_burst */
+	HS_EXC_ARP = 5,   /**< an ARP reply to one of the balancer's addresses, or a gratuitous ARP
+			       (sender address = target address): what the control thread resolves
+			       next hops from; at most 1000 a second per worker (burst 64) */
 };
 
 /** Connection events (bit mask: one packet may carry several). */

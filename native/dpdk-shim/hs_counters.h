@@ -47,7 +47,8 @@
 	X(EXC_STRAY, "exception_stray")                                        \
 	X(REINJECTED, "reinjected")                                            \
 	X(ANNOUNCED_SILENT, "accept_announced_silent")                         \
-	X(ANNOUNCED_EAGER, "accept_announced_eager")
+	X(ANNOUNCED_EAGER, "accept_announced_eager")                           \
+	X(EXC_ARP, "exception_arp")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \
@@ -59,7 +60,7 @@
 	X(ETHERTYPE, "unknown_ethertype")                                      \
 	X(TRUNC_ARP, "truncated_arp")                                          \
 	X(ARP_FORMAT, "arp_unsupported_format")                                \
-	X(ARP_OP, "arp_not_request")                                           \
+	X(ARP_OP, "arp_unsupported_op")                                           \
 	X(ARP_NOT_OURS, "arp_not_for_us")                                      \
 	X(TRUNC_IP, "truncated_ipv4")                                          \
 	X(IP_VERSION, "bad_ip_version")                                        \
@@ -93,7 +94,9 @@
 	X(STALE_COMMAND, "stale_command")                                      \
 	X(FAULT_DROPPED, "fault_injected")                                     \
 	X(STRAY_RATE, "stray_rate_limited")                                    \
-	X(REINJECT_MISS, "reinject_miss")
+	X(REINJECT_MISS, "reinject_miss")                                      \
+	X(ARP_RATE, "arp_rate_limited")                                        \
+	X(ARP_REPLY_NOT_OURS, "arp_reply_not_for_us")
 
 enum hs_counter {
 #define HS_X(id, name) HS_C_##id,

@@ -24,11 +24,12 @@ static int parse_arp(const uint8_t *a, uint32_t len, struct hs_parsed *p)
 	/* Ethernet hardware, IPv4 protocol, 6- and 4-byte addresses only. */
 	if (rd16(a) != 1 || rd16(a + 2) != ETHERTYPE_IPV4 || a[4] != 6 || a[5] != 4)
 		return -HS_D_ARP_FORMAT;
-	if (rd16(a + 6) != 1)
+	uint16_t op = rd16(a + 6);
+	if (op != 1 && op != 2)
 		return -HS_D_ARP_OP;
 	memcpy(&p->src_ip, a + 14, 4);
 	memcpy(&p->dst_ip, a + 24, 4);
-	return HS_PKT_ARP;
+	return op == 1 ? HS_PKT_ARP : HS_PKT_ARP_REPLY;
 }
 
 int hs_parse_frame(const uint8_t *buf, uint32_t len, int check_ip_csum, struct hs_parsed *p)

@@ -9,6 +9,7 @@
 enum hs_pkt_class {
 	HS_PKT_ARP = 1,  /**< ARP request (Ethernet/IPv4) */
 	HS_PKT_IPV4 = 2, /**< unfragmented IPv4 without options, L4 checked */
+	HS_PKT_ARP_REPLY = 3, /**< ARP reply (Ethernet/IPv4) */
 };
 
 struct hs_parsed {
@@ -28,7 +29,7 @@ struct hs_parsed {
 /**
  * Parse an Ethernet frame.
  * @param check_ip_csum verify the IPv4 header checksum in software
- * @return HS_PKT_ARP or HS_PKT_IPV4, or the negated drop counter index
+ * @return HS_PKT_ARP, HS_PKT_ARP_REPLY or HS_PKT_IPV4, or the negated drop counter index
  *   (-HS_D_TRUNC_ETH, -HS_D_IP_IHL, ...) saying why the frame is refused.
  */
 int hs_parse_frame(const uint8_t *buf, uint32_t len, int check_ip_csum, struct hs_parsed *p);

@@ -131,6 +131,8 @@ struct hs_worker {
 	struct rte_mbuf *reorder_held;
 	uint32_t stray_tokens;     /* HS_EXC_STRAY token bucket (one writer: this worker) */
 	uint64_t stray_refill_tsc;
+	uint32_t arp_tokens;       /* HS_EXC_ARP token bucket */
+	uint64_t arp_refill_tsc;
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
 	/* Idle sleep that the control thread can cut short (hs_worker_kick):

@@ -253,6 +253,37 @@ static inline int arp_is_ours(uint32_t ip, const struct hs_port *p)
 	return 0;
 }
 
+/* Token bucket for HS_EXC_ARP: an ARP flood on the segment costs the control
+ * thread at most HS_ARP_RATE frames a second per worker. */
+#define HS_ARP_RATE 1000
+#define HS_ARP_BURST 64
+static int arp_admit(struct hs_worker *w)
+{
+	uint64_t now = rte_get_tsc_cycles(), hz = rte_get_tsc_hz();
+	uint64_t dt = now - w->arp_refill_tsc;
+	if (dt > hz)
+		dt = hz;
+	uint64_t add = dt * HS_ARP_RATE / hz;
+	if (add) {
+		w->arp_tokens = (uint32_t)RTE_MIN(w->arp_tokens + add, (uint64_t)HS_ARP_BURST);
+		w->arp_refill_tsc = now;
+	}
+	if (!w->arp_tokens)
+		return 0;
+	w->arp_tokens--;
+	return 1;
+}
+
+/* What the control thread learns next hops from: replies to our own requests
+ * (target = this port's address) and gratuitous ARP (sender = target). */
+static void arp_up(struct hs_worker *w, uint16_t in, struct rte_mbuf *m)
+{
+	if (unlikely(!arp_admit(w)))
+		return drop(w, m, HS_D_ARP_RATE);
+	count(w, HS_C_EXC_ARP);
+	hs_exception(w, m, in, HS_EXC_ARP);
+}
+
 static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts, uint16_t n)
 {
 	struct hs_flow_key keys[HS_BURST];
@@ -293,7 +324,18 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 			drop(w, m, -cls);
 			continue;
 		}
+		if (unlikely(cls == HS_PKT_ARP_REPLY)) {
+			if (p.dst_ip == port->ip || p.src_ip == p.dst_ip)
+				arp_up(w, in, m);
+			else
+				drop(w, m, HS_D_ARP_REPLY_NOT_OURS);
+			continue;
+		}
 		if (unlikely(cls == HS_PKT_ARP)) {
+			if (p.src_ip == p.dst_ip && !arp_is_ours(p.dst_ip, port)) {
+				arp_up(w, in, m); /* gratuitous: a neighbour announces its (new) MAC */
+				continue;
+			}
 			if (!arp_is_ours(p.dst_ip, port)) {
 				drop(w, m, HS_D_ARP_NOT_OURS);
 				continue;

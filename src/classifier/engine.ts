@@ -23,8 +23,8 @@ export interface EngineHost {
   /** The shim's host id (hs_host_set). */
   id: number;
   ip: string;
-  /** Outer Ethernet destination for blob datagrams (and the tunnel). */
-  nexthopMac: string;
+  /** Outer Ethernet destination for blob datagrams (and the tunnel); undefined until resolved (nothing is sent). */
+  nexthopMac?: string;
   /** The host agent's UDP port. */
   agentPort: number;
 }
@@ -70,6 +70,8 @@ export interface HandoffEngineOptions {
   idleTimeoutMs?: number;
   /** Health-check answers (PONG datagrams) from host agents, with the sender's address. */
   onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
+  /** ARP replies and gratuitous ARP the shim passed up (HS_EXC_ARP): next-hop resolution. */
+  onArp?: (frame: Buffer, port: number) => void;
   /** Each completed handoff's latency, microseconds (first data byte to the host's final ACK). */
   onHandoffLatency?: (us: number) => void;
   /**
@@ -139,6 +141,8 @@ export interface EngineStats {
    * so the host hands the application the socket itself.
    */
   perRequestLast: number;
+  /** Datagrams not sent to a host whose next hop is not resolved yet (its ARP unanswered). */
+  unresolvedSends: number;
 }
 
 /** A flow handed off and tunnelled: watched until its mapping can go. */
@@ -243,7 +247,7 @@ export class HandoffEngine {
     accepted: 0, decided: 0, undecided: 0, resets: 0, handoffsStarted: 0, handoffsCompleted: 0, handoffsUncertain: 0,
     handoffsFailed: 0, failovers: 0, finBeforeHandoff: 0, clientGone: 0, staleEvents: 0, bytesMismatch: 0,
     mappingErrors: 0, localIgnored: 0, udpMisses: 0, mappingsClosed: 0, mappingsExpired: 0, hostClosed: 0,
-    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0, adopted: 0, perRequestLast: 0,
+    freezeLost: 0, passes: 0, parks: 0, handbacks: 0, handbacksRefused: 0, adopted: 0, perRequestLast: 0, unresolvedSends: 0,
   };
   /** Stray recovery (issue 16), when configured. */
   readonly stray?: StrayRecovery;
@@ -295,6 +299,7 @@ export class HandoffEngine {
   /** Schedules a pass of run()'s loop (stop() uses it). */
   private wakeRun?: () => void;
   private readonly onHostDatagram?: (fromIp: string, fromPort: number, datagram: Buffer) => void;
+  private readonly onArp?: (frame: Buffer, port: number) => void;
   private readonly onHandoffLatency?: (us: number) => void;
   private readonly perRequest: Set<string>;
   /** Hand-back blobs from hosts: reassembled, then verified with their own replay window. */
@@ -311,6 +316,7 @@ export class HandoffEngine {
     this.key = o.clusterKey;
     this.setHosts(o.hosts);
     this.onHostDatagram = o.onHostDatagram;
+    this.onArp = o.onArp;
     this.onHandoffLatency = o.onHandoffLatency;
     this.perRequest = new Set((o.perRequestVips ?? []).map((v) => `${v.ip}:${v.port}`));
     this.shimPort = o.shimPort ?? 0;
@@ -372,7 +378,7 @@ export class HandoffEngine {
   /** Send one datagram to a host's agent port from the blob port (health checks). */
   sendToHost(name: string, datagram: Buffer): boolean {
     const h = this.hostByName.get(name);
-    if (!h) return false;
+    if (!h?.nexthopMac) return false;
     this.sendDatagram(h.ip, h.agentPort, datagram);
     this.flushTx();
     return true;
@@ -493,6 +499,7 @@ export class HandoffEngine {
         if (reason === ExceptionReason.CONN) this.onConnEvent(i);
         else if (reason === ExceptionReason.LOCAL) this.onLocal(i);
         else if (reason === ExceptionReason.STRAY && this.stray) this.stray.onPacket(this.rx.frame(i), this.rx.port(i), performance.now());
+        else if (reason === ExceptionReason.ARP && this.onArp) this.onArp(this.rx.frame(i), this.rx.port(i));
         else this.stats.udpMisses++;
       }
       this.flushTx();
@@ -988,6 +995,10 @@ export class HandoffEngine {
   private sendDatagram(ip: string, port: number, datagram: Buffer): void {
     const host = this.hostByIp.get(ip);
     if (!host) return;
+    if (!host.nexthopMac) {
+      this.stats.unresolvedSends++;
+      return;
+    }
     let hdr = this.udpHeaders.get(`${ip}:${port}`);
     if (!hdr) {
       hdr = buildUdp({ srcMac: this.lbMac, dstMac: host.nexthopMac, srcIp: this.lbIp, dstIp: ip,

@@ -10,6 +10,7 @@ import { cookieSecretsAt } from './cluster';
 import { flowIdPartition } from '../classifier';
 import type { ConfigProblem } from './config';
 import { HealthMonitor } from './health';
+import { HostMacs } from './host-macs';
 import type { Logger } from './log';
 
 export interface BalancerOptions {
@@ -62,6 +63,10 @@ export class Balancer {
   /** Hosts of the configuration in force, by name. */
   private hostsByName = new Map<string, BalancerConfig['hosts'][number]>();
   health?: HealthMonitor;
+  /** Hosts' MACs, configured or learned (ARP, PONGs). */
+  macs?: HostMacs;
+  private macTimer?: NodeJS.Timeout;
+  private readonly arpBurst = new PacketBurst(16);
   private healthTimer?: NodeJS.Timeout;
   /** Bumped on every health change and reload: panic() recomputes only then. */
   private healthVersion = 0;
@@ -110,11 +115,27 @@ export class Balancer {
   start(): void {
     const cfg = this.config;
     this.shim.start();
+    this.macs = new HostMacs({
+      ports: cfg.ports,
+      portAddrs: cfg.ports.map((p, i) => ({ ip: p.ip, mac: this.shim.portInfo(i).mac })),
+      send: (port, frame) => {
+        this.arpBurst.clear();
+        this.arpBurst.add(frame, port);
+        this.shim.txBurst(this.arpBurst);
+      },
+      onChange: (names) => { for (const n of names) this.applyMacs(n); },
+    });
+    this.macs.setHosts(cfg.hosts);
     cfg.hosts.forEach((h, id) => {
-      this.shim.setHost(id, h);
       this.hostIds.set(h.name, id);
       this.shimHosts.set(id, h);
+      // A host whose MACs are not known yet is given to the shim once they are.
+      const r = this.macs!.resolve(h);
+      if (r) this.shim.setHost(id, r);
     });
+    this.macTimer = setInterval(() => this.macs?.neighbours.tick(performance.now()), 100);
+    this.macTimer.unref();
+    this.macs.neighbours.tick(performance.now());
     this.hostsByName = new Map(cfg.hosts.map((h) => [h.name, h]));
     if (cfg.routing.pools.length) {
       if (!this.clusterKey) throw new Error('routing is configured but no cluster key was given');
@@ -133,6 +154,7 @@ export class Balancer {
         hosts: this.engineHosts(cfg),
         health: (name) => this.eligible(name),
         onHostDatagram: (fromIp, fromPort, d) => this.onHostDatagram(fromIp, fromPort, d),
+        onArp: (frame, port) => this.macs?.neighbours.onArp(frame, port, performance.now()),
         onHandoffLatency: this.onHandoffLatency,
         perRequestVips: cfg.vips.filter((v) => v.proto === 'tcp' && v.perRequest),
         flowIds: { ...flowIdPartition(cfg.cluster.balancerId, cfg.cluster.idBits), randomStart: true },
@@ -178,6 +200,7 @@ export class Balancer {
   eligible(host: string): boolean {
     const h = this.hostsByName.get(host);
     if (!h || h.drain) return false;
+    if (this.macs && !this.macs.usable(h)) return false; // a MAC unknown, or the next hop stopped answering
     if (!this.health || this.health.eligible(host)) return true;
     // Panic mode: when the checks find no usable host at all (a lossy or cut
     // check path, say), try them all; the blob transfer's failover still
@@ -244,15 +267,18 @@ export class Balancer {
     }
     const done: typeof plan = [];
     try {
+      this.macs?.setHosts(next.hosts);
       for (const p of plan) {
-        this.shim.setHost(p.id, p.conf);
+        const r = this.macs?.resolve(p.conf);
+        if (r) this.shim.setHost(p.id, r);
         done.push(p);
       }
     } catch (err) {
       // Undo what this reload changed in the shim, so the old configuration really stays.
       for (const p of done) {
         const prev = this.shimHosts.get(p.id);
-        if (prev) try { this.shim.setHost(p.id, prev); } catch { /* as good as we can */ }
+        const r = prev && this.macs?.resolve(prev);
+        if (r) try { this.shim.setHost(p.id, r); } catch { /* as good as we can */ }
       }
       this.reloads.refused++;
       throw new ConfigError(file, [{ path: '/hosts', message: `the shim refused a host: ${(err as Error).message}` }]);
@@ -282,6 +308,7 @@ export class Balancer {
       vips: this.config.vips,
       hosts: this.config.hosts.map((h) => ({
         name: h.name, ip: h.ip, handoffs: this.engine?.perHost.get(h.name) ?? 0, eligible: this.eligible(h.name),
+        macs: this.macs?.describe(h) ?? null,
         drain: h.drain, health: this.health?.state(h.name) ?? null,
       })),
       shuttingDown: this.shuttingDown,
@@ -295,6 +322,7 @@ export class Balancer {
       stray: this.engine?.stray ? { ...this.engine.stray.stats, inProgress: this.engine.stray.inProgress,
         remembered: this.engine.stray.remembered, latencyUs: this.engine.stray.latency() } : null,
       unhandledExceptions: this.unhandledExceptions,
+      neighbours: this.macs ? { ...this.macs.stats, entries: this.macs.neighbours.list(performance.now()) } : null,
     };
   }
 
@@ -316,6 +344,7 @@ export class Balancer {
 
   async stop(): Promise<void> {
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.macTimer) clearInterval(this.macTimer);
     if (this.rotateTimer) clearTimeout(this.rotateTimer);
     this.draining = false;
     if (this.engine) this.engine.stop();
@@ -325,14 +354,38 @@ export class Balancer {
   }
 
   private engineHosts(cfg: BalancerConfig): EngineHost[] {
-    return cfg.hosts.map((h) => ({ name: h.name, id: this.hostIds.get(h.name)!, ip: h.ip, nexthopMac: h.nexthopMac, agentPort: h.agentPort }));
+    return cfg.hosts.map((h) => ({ name: h.name, id: this.hostIds.get(h.name)!, ip: h.ip, nexthopMac: this.macs?.nexthopMac(h),
+      agentPort: h.agentPort }));
+  }
+
+  /** A host's MACs were learned or changed: the shim, the engine's datagrams and eligibility follow. */
+  private applyMacs(name: string): void {
+    const h = this.hostsByName.get(name);
+    const id = this.hostIds.get(name);
+    if (!h || id === undefined || !this.macs) return;
+    const r = this.macs.resolve(h);
+    if (r) {
+      try {
+        this.shim.setHost(id, r);
+      } catch (err) {
+        this.log?.error({ event: 'host-mac', host: name, err: (err as Error).message }, `host ${name}: the shim refused its MACs`);
+        return;
+      }
+    }
+    this.engine?.setHosts(this.engineHosts(this.current));
+    this.healthVersion++;
+    this.log?.info({ event: 'host-mac', host: name, ...this.macs.describe(h) }, `host ${name}: MACs ${r ? 'known' : 'not all known yet'}`);
   }
 
   private onHostDatagram(fromIp: string, fromPort: number, datagram: Buffer): void {
     const d = decodeDatagram(datagram);
     if ('error' in d || d.type !== 'pong' || !this.health) return;
     // Address and port: two agents may share an address on different ports.
-    for (const h of this.current.hosts) if (h.ip === fromIp && h.agentPort === fromPort) this.health.onPong(h.name, d);
+    for (const h of this.current.hosts) {
+      if (h.ip !== fromIp || h.agentPort !== fromPort) continue;
+      // Learned only from a PONG that answers our PING (not a forged one).
+      if (this.health.onPong(h.name, d) && d.innerMac && this.macs?.learnInner(h.name, d.innerMac)) this.applyMacs(h.name);
+    }
   }
 
   /** No engine: take exceptions as they come (parked on the shim's eventfd when idle) and count them. */

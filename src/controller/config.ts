@@ -56,6 +56,14 @@ export function parseBalancerConfig(doc: unknown, file = '<config>'): BalancerCo
     if (h.port >= cfg.ports.length) {
       semantic.push({ path: `/hosts/${i}/port`, message: `port ${h.port} does not exist (${cfg.ports.length} ports)` });
     }
+    if (!h.innerMac && !cfg.health.enabled) {
+      semantic.push({ path: `/hosts/${i}/innerMac`, message: 'needed with health.enabled false: the MAC is learned from the agent\'s health answers' });
+    }
+  });
+  cfg.ports.forEach((p, i) => {
+    if (p.gateway && sameSubnet(p.gateway, p.ip, p.prefixLength) === false) {
+      semantic.push({ path: `/ports/${i}/gateway`, message: `${p.gateway} is outside ${p.ip}/${p.prefixLength}: a gateway must be on the link` });
+    }
   });
   for (const [key, v] of [['exceptionRingSize', cfg.limits.exceptionRingSize], ['txRingSize', cfg.limits.txRingSize]] as const) {
     if ((v & (v - 1)) !== 0) semantic.push({ path: `/limits/${key}`, message: `must be a power of two (got ${v})` });
@@ -157,4 +165,11 @@ export function loadClusterKey(cfg: { clusterKey: { file?: string; env: string }
       message: `no cluster key of at least 16 bytes in ${where} (hex or base64)` }]);
   }
   return key;
+}
+
+/** Whether a and b share their first `prefixLength` bits (dotted-quad IPv4). */
+export function sameSubnet(a: string, b: string, prefixLength: number): boolean {
+  const n = (ip: string) => ip.split('.').reduce((v, x) => v * 256 + Number(x), 0);
+  const div = 2 ** (32 - prefixLength);
+  return Math.floor(n(a) / div) === Math.floor(n(b) / div);
 }

@@ -41,6 +41,41 @@ export interface HostAgentOptions {
    * a request for a pool this host is not in is handed back. Default true.
    */
   perRequest?: boolean;
+  /**
+   * The MAC of this host's VXLAN device, told to the balancers in every PONG
+   * so their configs need not carry it (createHost sets it). Default: not told.
+   */
+  innerMac?: string;
+  /**
+   * Longest a connection is kept after the application ended its side while
+   * the client has not closed its own (see keepUntilClientCloses). Default 120000 ms.
+   */
+  lingerMs?: number;
+}
+
+/**
+ * The application's end of its output is not the connection's end: the
+ * kernel may still hold megabytes of it to send, and while it does the
+ * client's ACKs must pass the tunnel check and a balancer that lost the flow
+ * must find it here. http.Server ends a `Connection: close` response with
+ * destroySoon(), which closes the descriptor once the bytes are in the
+ * kernel; the agent would then forget the flow (tunnel revoked, CLOSED sent)
+ * with the response still in flight. So the socket stays half-open until the
+ * client closes too (it does once it has read the response), as it does in
+ * front of a per-request session, or until `lingerMs` after the end.
+ */
+function keepUntilClientCloses(socket: net.Socket, lingerMs: number): void {
+  socket.allowHalfOpen = true;
+  socket.destroySoon = function destroySoon(this: net.Socket) {
+    this.end();
+    return this;
+  } as net.Socket['destroySoon'];
+  socket.once('finish', () => {
+    const t = setTimeout(() => socket.destroy(), lingerMs);
+    t.unref();
+    socket.once('close', () => clearTimeout(t));
+  });
+  // Once the client's end arrives too, the stream destroys itself (autoDestroy): the flow ends then.
 }
 
 /** Why blobs were refused, and what was done: every blob ends in one counter. */
@@ -246,7 +281,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     }
     this.stats.pings++;
     const flags = (this.draining ? PongFlag.DRAINING : 0) | (this.appHealthy ? 0 : PongFlag.APP_DOWN);
-    this.reply(encodePong({ session: d.session, blobId: d.blobId, status: flags }), rinfo);
+    this.reply(encodePong({ session: d.session, blobId: d.blobId, status: flags, innerMac: this.opts.innerMac }), rinfo);
   }
 
   /**
@@ -343,6 +378,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     this.stats.injected++;
     const router = blob.routing && this.opts.perRequest !== false ? this.routerFor(blob.routing) : null;
     if (!router) {
+      keepUntilClientCloses(socket, this.opts.lingerMs ?? 120_000);
       this.emit('connection', socket, flow);
       return Status.OK;
     }

@@ -52,7 +52,7 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
       throw err;
     }
   }
-  const agent = new HostAgent({ ...o, tunnel });
+  const agent = new HostAgent({ ...o, tunnel, innerMac: o.innerMac ?? (network?.mac || undefined) });
   let forward: ForwardStats | undefined;
   let served: { requests: number; bytes: number } | undefined;
   let closeApp = () => {};

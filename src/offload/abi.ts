@@ -12,7 +12,7 @@ export const DEVICE_NAME_LEN = 64;
 /** Mapping states (enum hs_flow_state). REOPENED: set by workers when a new SYN reuses a CLOSING flow's 4-tuple. */
 export const FlowState = { PENDING: 1, ACTIVE: 2, CLOSING: 3, REOPENED: 4 } as const;
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
-export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3, STRAY: 4 } as const;
+export const ExceptionReason = { MISS: 1, LOCAL: 2, CONN: 3, STRAY: 4, ARP: 5 } as const;
 /** Connection event bits (enum hs_conn_event_type). */
 export const ConnEventType = { ACCEPTED: 1, DATA: 2, FIN: 4, RESET: 8, TIMEOUT: 16, FROZEN: 32, SILENT: 64 } as const;
 

@@ -38,6 +38,10 @@
 //   20  u16  status (Status below)
 //   22  u16  reserved, 0
 //
+// PONG, 24 or 32 bytes: as FINAL, but 22 may be 8, followed by the 6-byte MAC
+// of the agent's VXLAN device and 2 zero bytes (the balancer's inner
+// Ethernet destination, learned instead of configured).
+//
 // decodeDatagram never throws: it returns { error: code } for anything
 // malformed. It checks magic, version and type, then lengths (so a truncated
 // datagram says ERR_DGRAM_TRUNCATED rather than a CRC mismatch), then the CRC
@@ -180,6 +184,8 @@ export interface ClosedDatagram extends Ids {
 export interface PingDatagram extends Ids {
   type: 'ping' | 'pong';
   status: number;
+  /** PONG: the MAC of the agent's VXLAN device, when it says. */
+  innerMac?: string;
 }
 
 export type Datagram = DataDatagram | AckDatagram | FinalDatagram | ErrorDatagram | ClosedDatagram | PingDatagram;
@@ -323,7 +329,20 @@ export const encodeFinal = (d: Ids & { status: number }): Buffer => encodeStatus
 export const encodeError = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.ERROR, d);
 export const encodeClosed = (flowId: number): Buffer => encodeStatus(DatagramType.CLOSED, { session: 0, blobId: flowId, status: 0 });
 export const encodePing = (d: Ids): Buffer => encodeStatus(DatagramType.PING, { ...d, status: 0 });
-export const encodePong = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.PONG, d);
+/** PONG bytes 22..: the length of what follows the status, 0 or PONG_MAC_BYTES. */
+const PONG_MAC_BYTES = 8;
+export function encodePong(d: Ids & { status: number; innerMac?: string }): Buffer {
+  if (d.innerMac === undefined) return encodeStatus(DatagramType.PONG, d);
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.innerMac)) throw argError(`innerMac ${d.innerMac} is not a MAC address`);
+  const mac = Buffer.from(d.innerMac.split(':').map((x) => parseInt(x, 16)));
+  if (!Number.isInteger(d.status) || d.status < 0 || d.status > 0xffff) throw argError(`status ${d.status} is not a uint16`);
+  const buf = header(STATUS_DATAGRAM_BYTES + PONG_MAC_BYTES, DatagramType.PONG, d);
+  buf.writeUInt16BE(d.status, 20);
+  buf.writeUInt16BE(PONG_MAC_BYTES, 22);
+  mac.copy(buf, 24);
+  buf.writeUInt16BE(0, 30);
+  return seal(buf);
+}
 
 // ---------------------------------------------------------------------------
 // Decoder: input from the network, so it never throws.
@@ -362,6 +381,7 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
   let declared = headerBytes;
   if (type === DatagramType.DATA) declared += b.readUInt16BE(30);
   else if (type === DatagramType.ACK) declared += bitmapBytes(b.readUInt16BE(20));
+  else if (type === DatagramType.PONG && b.readUInt16BE(22) === PONG_MAC_BYTES) declared += PONG_MAC_BYTES;
   if (b.length < declared) return fail('ERR_DGRAM_TRUNCATED', `${b.length} of ${declared} bytes`);
   if (b.length > declared) return fail('ERR_DGRAM_LENGTH', `${b.length - declared} bytes after the declared end`);
 
@@ -376,8 +396,15 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
     case DatagramType.DATA: return decodeData(b, session, blobId);
     case DatagramType.ACK: return decodeAck(b, session, blobId);
     default: {
-      if (b.readUInt16BE(22) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved status bits set');
       const status = b.readUInt16BE(20);
+      if (type === DatagramType.PONG && b.length === STATUS_DATAGRAM_BYTES + PONG_MAC_BYTES) {
+        if (b.readUInt16BE(30) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved PONG bits set');
+        const m = b.subarray(24, 30);
+        if (m[0] & 1 || m.every((x) => x === 0)) return fail('ERR_DGRAM_BOUNDS', 'PONG inner MAC is not a unicast address');
+        const innerMac = [...m].map((x) => x.toString(16).padStart(2, '0')).join(':');
+        return { type: 'pong', session, blobId, status, innerMac };
+      }
+      if (b.readUInt16BE(22) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved status bits set');
       return { type: STATUS_TYPES[type], session, blobId, status } as Datagram;
     }
   }
