@@ -103,8 +103,11 @@ t.test('host config example is valid; a bad one names the key', async (t) => {
   const h = loadHostConfig(path.join(root, 'configs/host.yaml'));
   t.equal(h.app.kind, 'forward');
   t.equal(h.listen.port, 4791);
+  t.same(h.vips[1].app, { kind: 'forward', upstream: { host: '127.0.0.1', port: 8443 } }, 'an app per VIP service');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'handoff-hcfg-'));
   fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3, port: 80 }]\n');
   t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/ip/ });
+  fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3.4, port: 443, app: { kind: forward, upstream: { host: x } } }]\n');
+  t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/app/ }, 'a bad per-VIP app names its key');
   fs.rmSync(dir, { recursive: true });
 });

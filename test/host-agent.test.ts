@@ -75,3 +75,49 @@ t.test('forward mode, single injection, refusals', async (t) => {
   t.equal(injected, 1, 'none of them injected');
   t.match(host.agent.stats, { injected: 1, refusedReplay: 1, refusedMac: 1, refusedVip: 1, refusedStale: 1 }, 'each refusal counted');
 });
+
+t.test('an app per VIP service: each port to its own upstream, the rest to the default', async (t) => {
+  const upstreams = ['http', 'tls', 'default'].map((name) => http.createServer((q, s) => s.end(`${name} upstream saw ${q.url}`)));
+  await Promise.all(upstreams.map((u) => new Promise<void>((r) => u.listen(0, '127.0.0.1', r))));
+  const port = (i: number) => (upstreams[i].address() as net.AddressInfo).port;
+  const clients: net.Socket[] = [];
+  const pair = net.createServer((s) => clients.push(s));
+  await new Promise<void>((r) => pair.listen(0, '127.0.0.1', r));
+  const vip = '198.18.0.100';
+  const host = await createHost({
+    port: 0, address: '127.0.0.1', clusterKey: KEY, network: false,
+    vips: [{ ip: vip, port: 80 }, { ip: vip, port: 443 }, { ip: vip, port: 8080 }],
+    app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(2) } },
+    apps: [{ ip: vip, port: 80, app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(0) } } },
+      { ip: vip, port: 443, app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(1) } } }],
+    inject: (blob) => {
+      const s = net.connect((pair.address() as net.AddressInfo).port, '127.0.0.1');
+      s.once('connect', () => setTimeout(() => clients[clients.length - 1].write(blob.data), 5));
+      return s;
+    },
+  });
+  const udp = dgram.createSocket('udp4');
+  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+  const sender = new BlobSender({ send: (d, b) => udp.send(b, d.port, d.ip), initialRtoMs: 20 });
+  udp.on('message', (m, r) => sender.onDatagram({ ip: r.address, port: r.port }, m));
+  const drive = driveWithTimers(sender);
+  t.teardown(() => { drive.stop(); udp.close(); host.close(); for (const u of upstreams) u.close(); pair.close(); });
+  const answer = async (vipPort: number, flowId: number) => {
+    const n = clients.length;
+    const r = await new Promise<TransferResult>((res) => sender.send({ ip: '127.0.0.1', port: host.port },
+      encodeBlob(blobFor({ vipPort, flowId, clientPort: 41000 + flowId }), KEY), res));
+    t.ok(r.ok, `the blob for :${vipPort} is injected`);
+    while (clients.length === n) await new Promise((res) => setTimeout(res, 5));
+    return new Promise<string>((resolve) => {
+      let out = '';
+      clients[n].on('data', (d) => { out += d; });
+      clients[n].on('end', () => resolve(out));
+    });
+  };
+  t.match(await answer(80, 1), /http upstream saw \/x$/, ':80 to its upstream');
+  t.match(await answer(443, 2), /tls upstream saw \/x$/, ':443 to its own');
+  t.match(await answer(8080, 3), /default upstream saw \/x$/, 'a VIP without an app of its own: the default app');
+  t.same([...host.forwards.keys()].sort(), ['*', `${vip}:443`, `${vip}:80`], 'counters per forwarding app');
+  t.equal(host.forwards.get(`${vip}:443`)!.connections, 1);
+  t.equal(host.forward, host.forwards.get('*'), 'forward: the default app\'s');
+});

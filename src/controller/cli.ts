@@ -233,6 +233,7 @@ async function runHost(argv: string[]): Promise<number> {
     port: cfg.listen.port, address: cfg.listen.address, clusterKey, vips: cfg.vips, balancers: cfg.balancers,
     maxAgeMs: cfg.maxBlobAgeMs, network: cfg.network, perRequest: cfg.perRequest,
     app: cfg.app.kind === 'demo' ? { kind: 'demo', name: cfg.name } : cfg.app,
+    apps: cfg.vips.flatMap((v) => (v.app ? [{ ip: v.ip, port: v.port, app: v.app.kind === 'demo' ? { kind: 'demo' as const, name: cfg.name } : v.app }] : [])),
   });
   const log = createLogger({ service: 'handoff-host', level: cfg.log.level });
   host.agent.on('error', (err) => log.error({ event: 'agent-error', err: err.message }, err.message));

@@ -7,6 +7,13 @@ import { ClusterKeySchema } from '../controller/config-schema';
 if (!FormatRegistry.Has('ipv4')) FormatRegistry.Set('ipv4', (v) => net.isIPv4(v));
 const Ipv4 = Type.String({ format: 'ipv4', description: 'dotted-quad IPv4 address' });
 
+/** What serves a VIP: the demo HTTP app, or forwarding to a local server (nginx's HTTP port, its TLS port...). */
+const AppSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) },
+    { additionalProperties: false }) }, { additionalProperties: false }),
+]);
+
 export const HostConfigSchema = Type.Object({
   name: Type.String({ minLength: 1, default: 'host', description: 'shown by the demo app' }),
   listen: Type.Object({
@@ -14,8 +21,8 @@ export const HostConfigSchema = Type.Object({
     port: Type.Integer({ minimum: 1, maximum: 65535, default: 4791 }),
   }, { additionalProperties: false, default: {} }),
   clusterKey: ClusterKeySchema,
-  vips: Type.Array(Type.Object({ ip: Ipv4, port: Type.Integer({ minimum: 1, maximum: 65535 }) },
-    { additionalProperties: false }), { minItems: 1 }),
+  vips: Type.Array(Type.Object({ ip: Ipv4, port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    app: Type.Optional(AppSchema) }, { additionalProperties: false }), { minItems: 1 }),
   balancers: Type.Array(Ipv4, { default: [], description: 'balancer addresses allowed to send blobs; empty: any' }),
   maxBlobAgeMs: Type.Integer({ minimum: 100, default: 5000 }),
   perRequest: Type.Boolean({ default: true, description: 'route each HTTP request where the balancer asks for it (hand-back)' }),
@@ -43,11 +50,7 @@ export const HostConfigSchema = Type.Object({
     drainTimeoutMs: Type.Integer({ minimum: 0, maximum: 3600000, default: 30000,
       description: 'on SIGTERM, announce draining and serve until the injected connections close, at most this long' }),
   }, { additionalProperties: false, default: {} }),
-  app: Type.Union([
-    Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
-    Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) }) },
-      { additionalProperties: false }),
-  ], { default: { kind: 'demo' } }),
+  app: Type.Union(AppSchema.anyOf, { default: { kind: 'demo' }, description: 'what serves every VIP without an app of its own' }),
 }, { additionalProperties: false });
 
 export type HostConfig = Static<typeof HostConfigSchema>;

@@ -4,10 +4,15 @@ import { createDemoServer, createForwarder, type ForwardStats } from './apps';
 import { HostNetwork } from './netsetup';
 import { TunnelFilter } from './tunnel-filter';
 
+/** What serves a VIP's connections on a host. */
+export type HostApp = { kind: 'demo'; name: string } | { kind: 'forward'; upstream: { host: string; port: number } }
+  | { kind: 'handler'; onConnection: (socket: net.Socket, flow: InjectedFlow) => void };
+
 export interface CreateHostOptions extends HostAgentOptions {
-  /** 'demo' (built-in HTTP app), 'forward' (to a local upstream), or a handler of your own. */
-  app: { kind: 'demo'; name: string } | { kind: 'forward'; upstream: { host: string; port: number } }
-    | { kind: 'handler'; onConnection: (socket: net.Socket, flow: InjectedFlow) => void };
+  /** 'demo' (built-in HTTP app), 'forward' (to a local upstream), or a handler of your own: for every VIP without its own. */
+  app: HostApp;
+  /** Apps of their own for some VIP services (HTTP to one local port, TLS to another...). Default: none. */
+  apps?: ReadonlyArray<{ ip: string; port: number; app: HostApp }>;
   /** Set up (and on close remove) the VXLAN device, VIPs on lo and sysctls. Default true. */
   network?: false | {
     device?: string; create?: boolean; cleanup?: boolean;
@@ -25,7 +30,10 @@ export interface RunningHost {
   network?: HostNetwork;
   /** The tunnel check, when the network is set up with filterTunnel. */
   tunnel?: TunnelFilter;
+  /** The default app's forwarding counters, when it forwards. */
   forward?: ForwardStats;
+  /** Every forwarding app's counters, by `vip:port` ('*' for the default app). */
+  forwards: Map<string, ForwardStats>;
   /** Demo app: requests answered and bytes served. */
   served?: { requests: number; bytes: number };
   port: number;
@@ -53,24 +61,33 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
     }
   }
   const agent = new HostAgent({ ...o, tunnel, innerMac: o.innerMac ?? (network?.mac || undefined) });
-  let forward: ForwardStats | undefined;
   let served: { requests: number; bytes: number } | undefined;
-  let closeApp = () => {};
-  if (o.app.kind === 'demo') {
-    const server = createDemoServer(o.app.name);
-    served = server.served;
-    agent.on('connection', (s) => server.emit('connection', s));
-    closeApp = () => server.close();
-  } else if (o.app.kind === 'forward') {
-    const f = createForwarder(o.app.upstream);
-    forward = f.stats;
-    agent.on('connection', (s) => f.handle(s));
-  } else {
-    agent.on('connection', o.app.onConnection);
-  }
+  const closers: Array<() => void> = [];
+  const forwards = new Map<string, ForwardStats>();
+  const handlerFor = (app: HostApp, key: string): ((s: net.Socket, flow: InjectedFlow) => void) => {
+    if (app.kind === 'demo') {
+      const server = createDemoServer(app.name);
+      if (!served) served = server.served;
+      closers.push(() => server.close());
+      return (s) => server.emit('connection', s);
+    }
+    if (app.kind === 'forward') {
+      const f = createForwarder(app.upstream);
+      forwards.set(key, f.stats);
+      return (s) => f.handle(s);
+    }
+    return app.onConnection;
+  };
+  const fallback = handlerFor(o.app, '*');
+  const byVip = new Map((o.apps ?? []).map((a) => [`${a.ip}:${a.port}`, handlerFor(a.app, `${a.ip}:${a.port}`)]));
+  agent.on('connection', byVip.size
+    ? (s: net.Socket, flow: InjectedFlow) => (byVip.get(`${flow.blob.vip}:${flow.blob.vipPort}`) ?? fallback)(s, flow)
+    : fallback);
+  const forward = forwards.get('*');
+  const closeApp = () => { for (const c of closers) c(); };
   const port = await agent.listen();
   return {
-    agent, network, tunnel, forward, served, port,
+    agent, network, tunnel, forward, forwards, served, port,
     close() {
       agent.close();
       closeApp();
