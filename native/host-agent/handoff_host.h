@@ -16,7 +16,7 @@
 #include "hh_tunnel_key.h"
 
 /** Bumped on any change to a struct below or to a function's signature. */
-#define HH_ABI_VERSION 2
+#define HH_ABI_VERSION 3
 
 /** Inject flags (hh_conn.flags). */
 enum hh_inject_flag {
@@ -148,6 +148,31 @@ int hh_freeze(int fd, void *buf, size_t len, struct hh_frozen *out);
  * @return 0, -EBADF, or close()'s -errno.
  */
 int hh_frozen_close(int fd, int reset);
+
+/* hand-over to another process (SCM_RIGHTS; design.md §2, issue 17) */
+
+/**
+ * Pass connection @p fd to the server listening on the UNIX stream socket
+ * @p path: connect (non-blocking), one sendmsg() carrying @p hdr and the
+ * descriptor (SCM_RIGHTS), close. The receiver owns a duplicate from then
+ * on; the caller closes its own as soon as it likes, the connection lives on.
+ * @return bytes of @p hdr sent (all of them), or -errno: -EINVAL NULL
+ *         @p path or a path too long for sun_path, NULL @p hdr with @p len
+ *         or @p len over 4096; connect()'s -ENOENT / -ECONNREFUSED (nobody
+ *         listens) / -EAGAIN (its backlog is full); sendmsg()'s -errno;
+ *         -EIO when it sent less than @p hdr.
+ */
+int hh_pass_fd(const char *path, int fd, const void *hdr, size_t len);
+
+/**
+ * The kernel's TCP state of the local socket vip:vip_port <-> client:client_port
+ * (network order), asked with one NETLINK_SOCK_DIAG request: what the agent
+ * knows of a connection it passed on and no longer holds.
+ * @return the state (1 TCP_ESTABLISHED ... 11 TCP_CLOSING, as in
+ *         linux/tcp_states.h; 6 TCP_TIME_WAIT), -ENOENT when there is no such
+ *         socket, or -errno of the netlink socket, send or receive.
+ */
+int hh_tcp_state(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t vip_port);
 
 /* tunnel check */
 

@@ -11,6 +11,7 @@ import type { ConnectionBlob } from '../transfer';
 import { Router } from '../classifier/router';
 import { validateRouting } from '../classifier/rules-schema';
 import type { FrozenConn } from './native';
+import { PassedFlows } from './pass-on';
 import { PerRequestSession, type PerRequestStats } from './per-request';
 import { InjectError, injectConnection } from './repair';
 import type { TunnelFilter } from './tunnel-filter';
@@ -51,6 +52,8 @@ export interface HostAgentOptions {
    * the client has not closed its own (see keepUntilClientCloses). Default 120000 ms.
    */
   lingerMs?: number;
+  /** VIP services (`ip:port`) whose connections go to the application as sockets, never per request (passed on: app kind unix). */
+  socketOnly?: ReadonlySet<string>;
 }
 
 /**
@@ -126,6 +129,8 @@ export interface InjectedFlow {
   balancer: { address: string; port: number };
   /** Every balancer that mapped the flow: each hears CLOSED. */
   notify: Map<string, { address: string; port: number }>;
+  /** Set once its descriptor went to another process (passOn): its end is learned from the kernel. */
+  passed?: boolean;
 }
 
 export interface HostAgentEvents {
@@ -146,6 +151,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     tunnelled: 0, tunnelRefusedFlow: 0, tunnelRefusedSender: 0, tunnelRefusedMalformed: 0,
     pings: 0, routingRefused: 0, lookups: 0, lookupsOwned: 0, lookupsRefused: 0, refusedFlowId: 0,
   };
+  /** Connections passed to other processes (app kind unix). */
+  readonly passedFlows = new PassedFlows({ end: (f) => this.endFlow(f) });
   /** Per-request routing (issue 15). */
   readonly perRequestStats: PerRequestStats = {
     handbacks: 0, handbacksFailed: 0, handbacksRefusedFin: 0, handbacksTimedOut: 0, unframed: 0, handbacksUnderWay: 0,
@@ -204,6 +211,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   }
 
   close(): void {
+    this.passedFlows.close();
     this.handbackTimers.stop();
     this.handbackSender.close();
     this.sock.close();
@@ -362,21 +370,14 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     this.flows.set(blob.flowId, flow);
     this.flowsByKey.set(keyName, flow);
     socket.once('close', () => {
+      if (flow.passed) return; // another process has it: PassedFlows learns its end
       if (this.flowsByKey.get(keyName) === flow) this.flowsByKey.delete(keyName);
       if (flow.session?.handedBack) return; // moved on: its mapping stays, the balancer re-points it
-      if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
-      this.stats.closed++;
-      this.opts.tunnel?.revoke(blob);
-      // Tell the balancers, so the flow's mapping goes before its idle timeout.
-      const closed = encodeClosed(blob.flowId);
-      for (const b of flow.notify.values()) {
-        try {
-          this.sock.send(closed, b.port, b.address);
-        } catch { /* agent closing */ }
-      }
+      this.endFlow(flow);
     });
     this.stats.injected++;
-    const router = blob.routing && this.opts.perRequest !== false ? this.routerFor(blob.routing) : null;
+    const router = blob.routing && this.opts.perRequest !== false && !this.opts.socketOnly?.has(`${blob.vip}:${blob.vipPort}`)
+      ? this.routerFor(blob.routing) : null;
     if (!router) {
       keepUntilClientCloses(socket, this.opts.lingerMs ?? 120_000);
       this.emit('connection', socket, flow);
@@ -390,6 +391,36 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     flow.session = session;
     this.emit('connection', session.app as unknown as net.Socket, flow);
     return Status.OK;
+  }
+
+  /** The connection is over: forget it, stop its tunnel, tell the balancers (its mapping goes before its idle timeout). */
+  private endFlow(flow: InjectedFlow): void {
+    const blob = flow.blob;
+    const k = `${ipv4FromString(blob.clientIp)}:${blob.clientPort}:${ipv4FromString(blob.vip)}:${blob.vipPort}`;
+    if (this.flowsByKey.get(k) === flow) this.flowsByKey.delete(k);
+    if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
+    this.stats.closed++;
+    this.opts.tunnel?.revoke(blob);
+    const closed = encodeClosed(blob.flowId);
+    for (const b of flow.notify.values()) {
+      try {
+        this.sock.send(closed, b.port, b.address);
+      } catch { /* agent closing */ }
+    }
+  }
+
+  /**
+   * Give an injected connection to the server listening on UNIX socket
+   * `path` (SCM_RIGHTS): call it from a 'connection' handler, in the same
+   * tick. A connection that cannot be passed is reset.
+   * @returns whether it was passed
+   */
+  passOn(flow: InjectedFlow, path: string): boolean {
+    const r = this.passedFlows.pass(flow, path);
+    if (r.rc === 0) return true;
+    this.emit('error', new Error(`flow ${flow.flowId}: not passed to ${path}: ${r.detail}`));
+    flow.socket.resetAndDestroy();
+    return false;
   }
 
   private routerFor(doc: Buffer): Router | null {

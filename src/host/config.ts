@@ -12,6 +12,9 @@ const AppSchema = Type.Union([
   Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) },
     { additionalProperties: false }) }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('unix'), path: Type.String({ minLength: 1, maxLength: 107,
+    description: 'a UNIX stream socket: each connection\'s descriptor is passed to the server listening there (SCM_RIGHTS)' }) },
+  { additionalProperties: false }),
 ]);
 
 export const HostConfigSchema = Type.Object({

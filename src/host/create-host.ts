@@ -6,6 +6,7 @@ import { TunnelFilter } from './tunnel-filter';
 
 /** What serves a VIP's connections on a host. */
 export type HostApp = { kind: 'demo'; name: string } | { kind: 'forward'; upstream: { host: string; port: number } }
+  | { kind: 'unix'; path: string }
   | { kind: 'handler'; onConnection: (socket: net.Socket, flow: InjectedFlow) => void };
 
 export interface CreateHostOptions extends HostAgentOptions {
@@ -60,7 +61,10 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
       throw err;
     }
   }
-  const agent = new HostAgent({ ...o, tunnel, innerMac: o.innerMac ?? (network?.mac || undefined) });
+  // A passed descriptor must be the kernel socket itself: those VIPs are never routed per request here.
+  const socketOnly = new Set((o.apps ?? []).filter((a) => a.app.kind === 'unix').map((a) => `${a.ip}:${a.port}`));
+  if (o.app.kind === 'unix') for (const v of o.vips) if (!o.apps?.some((a) => a.ip === v.ip && a.port === v.port)) socketOnly.add(`${v.ip}:${v.port}`);
+  const agent = new HostAgent({ ...o, tunnel, innerMac: o.innerMac ?? (network?.mac || undefined), socketOnly });
   let served: { requests: number; bytes: number } | undefined;
   const closers: Array<() => void> = [];
   const forwards = new Map<string, ForwardStats>();
@@ -75,6 +79,10 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
       const f = createForwarder(app.upstream);
       forwards.set(key, f.stats);
       return (s) => f.handle(s);
+    }
+    if (app.kind === 'unix') {
+      const path = app.path;
+      return (_s, flow) => void agent.passOn(flow, path);
     }
     return app.onConnection;
   };

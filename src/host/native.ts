@@ -13,7 +13,7 @@ import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
 import type { ConnectionBlob } from '../transfer/blob';
 
 /** Must equal HH_ABI_VERSION in native/host-agent/handoff_host.h. */
-export const HOST_ABI_VERSION = 2;
+export const HOST_ABI_VERSION = 3;
 
 /** The library is missing, or another version than this binding's. */
 export class HostNativeError extends Error {
@@ -507,4 +507,28 @@ export function nativeFreeze(fd: number): FrozenConn | number {
 export function nativeFrozenClose(fd: number, reset: boolean): number {
   if (!hhFrozenClose) hhFrozenClose = lib().func('int hh_frozen_close(int fd, int reset)') as unknown as typeof hhFrozenClose;
   return hhFrozenClose!(fd, reset ? 1 : 0);
+}
+
+let hhPassFd: ((path: string, fd: number, hdr: Buffer, len: number) => number) | undefined;
+let hhTcpState: ((clientIp: number, clientPort: number, vip: number, vipPort: number) => number) | undefined;
+
+/** hh_pass_fd: give connection `fd` to the server on UNIX socket `path` (SCM_RIGHTS), with `hdr`. @returns hdr bytes sent or -errno */
+export function nativePassFd(path: string, fd: number, hdr: Buffer): number {
+  if (!hhPassFd) hhPassFd = lib().func('int hh_pass_fd(const char *path, int fd, const void *hdr, size_t len)') as unknown as typeof hhPassFd;
+  return hhPassFd!(path, fd, hdr, hdr.length);
+}
+
+/**
+ * hh_tcp_state: the kernel's TCP state of vip:vipPort <-> client:clientPort
+ * (dotted quads, host-order ports). @returns 1..11 (linux/tcp_states.h), or
+ * -ENOENT (-2) when the socket is gone, or another -errno
+ */
+export function nativeTcpState(clientIp: string, clientPort: number, vip: string, vipPort: number): number {
+  if (!hhTcpState) {
+    hhTcpState = lib().func('int hh_tcp_state(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t vip_port)') as unknown as typeof hhTcpState;
+  }
+  // Network order, as the kernel keeps them: the bytes of the address and port, read as host-order integers.
+  const be32 = (ip: string) => Buffer.from(ip.split('.').map(Number)).readUInt32LE(0);
+  const be16 = (p: number) => ((p & 0xff) << 8) | (p >> 8);
+  return hhTcpState!(be32(clientIp), be16(clientPort), be32(vip), be16(vipPort));
 }

@@ -154,7 +154,11 @@ static void test_arp(void)
 	CHECK(memcmp(f, want, 42) == 0, "ARP reply bytes");
 	uint8_t g[60];
 	memcpy(g, f, 60);
-	CHECK(hs_parse_frame(g, 60, 1, &p) == -HS_D_ARP_OP, "ARP reply is not a request");
+	CHECK(hs_parse_frame(g, 60, 1, &p) == HS_PKT_ARP_REPLY, "ARP reply parses as a reply");
+	CHECK(p.src_ip == htonl(0x0a000064) && p.dst_ip == htonl(0x0a000001), "ARP reply: sender and target");
+	g[21] = 3; /* RARP request */
+	CHECK(hs_parse_frame(g, 60, 1, &p) == -HS_D_ARP_OP, "ARP op 3 is refused");
+	g[21] = 2;
 	g[15] = 6;
 	CHECK(hs_parse_frame(g, 60, 1, &p) == -HS_D_ARP_FORMAT, "ARP with non-Ethernet hardware");
 	CHECK(hs_parse_frame(g, 30, 1, &p) == -HS_D_TRUNC_ARP, "truncated ARP");
