@@ -27,19 +27,22 @@ static const uint8_t my_mac[6] = { 2, 0, 0, 0, 0, 0xaa };
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
-static void check_arp(const uint8_t *frame, uint32_t len, int check, const struct hs_parsed *p)
+static void check_arp(const uint8_t *frame, uint32_t len, int check, int cls, const struct hs_parsed *p)
 {
 	FUZZ_CHECK(p->ethertype == 0x0806, "ethertype 0x%x", p->ethertype);
 	FUZZ_CHECK(p->l2_len + 28u <= len, "l2 %u + ARP 28 > %u", p->l2_len, len);
 	const uint8_t *a = frame + p->l2_len;
-	FUZZ_CHECK(rd16(a + 6) == 1, "not a request");
+	FUZZ_CHECK(rd16(a + 6) == (cls == HS_PKT_ARP ? 1 : 2), "op %u as class %d", rd16(a + 6), cls);
 	FUZZ_CHECK(!memcmp(&p->src_ip, a + 14, 4) && !memcmp(&p->dst_ip, a + 24, 4), "addresses");
+	if (cls == HS_PKT_ARP_REPLY)
+		return; /* passed up as it is (HS_EXC_ARP): nothing built from it */
 
 	uint8_t *r = fuzz_dup(frame, len);
 	hs_arp_make_reply(r, p, my_mac);
 	struct hs_parsed q;
-	int cls = hs_parse_frame(r, len, check, &q);
-	FUZZ_CHECK(cls == -HS_D_ARP_OP, "reply parses as %d", cls);
+	int rcls = hs_parse_frame(r, len, check, &q);
+	FUZZ_CHECK(rcls == HS_PKT_ARP_REPLY, "reply parses as %d", rcls);
+	FUZZ_CHECK(q.src_ip == p->dst_ip && q.dst_ip == p->src_ip, "reply parses back: sender and target swapped");
 	const uint8_t *ra = r + p->l2_len;
 	FUZZ_CHECK(!memcmp(r, a + 8, 6) && !memcmp(r + 6, my_mac, 6), "reply Ethernet addresses");
 	FUZZ_CHECK(!memcmp(ra + 8, my_mac, 6) && !memcmp(ra + 14, &p->dst_ip, 4), "reply sender");
@@ -126,11 +129,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cls < 0) {
 		FUZZ_CHECK(-cls >= HS_D_ZERO_LEN && -cls < HS_COUNTER_MAX, "refusal %d is no drop reason", cls);
 	} else {
-		FUZZ_CHECK(cls == HS_PKT_ARP || cls == HS_PKT_IPV4, "class %d", cls);
+		FUZZ_CHECK(cls == HS_PKT_ARP || cls == HS_PKT_ARP_REPLY || cls == HS_PKT_IPV4, "class %d", cls);
 		FUZZ_CHECK(p.l2_len == (rd16(frame + 12) == 0x8100 ? 18 : 14), "l2_len %u", p.l2_len);
 		FUZZ_CHECK(p.vlan_tci == (p.l2_len == 18 ? rd16(frame + 14) : 0), "VLAN TCI");
-		if (cls == HS_PKT_ARP)
-			check_arp(frame, len, check, &p);
+		if (cls == HS_PKT_ARP || cls == HS_PKT_ARP_REPLY)
+			check_arp(frame, len, check, cls, &p);
 		else
 			check_ipv4(frame, len, check, &p);
 	}
