@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createHmac } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import {
-  BLOB_FIELDS, BlobError, BlobSender, ConnectionBlob, Datagram, DatagramError, Endpoint, MAX_FRAGMENTS,
+  BLOB_FIELDS, BlobError, BlobSender, encodeClosedBatch, MAX_CLOSED_BATCH, ConnectionBlob, Datagram, DatagramError, Endpoint, MAX_FRAGMENTS,
   MAX_TOTAL_LENGTH, Reassembler, ReceiveResult, ReplayWindow, Status, TransferResult, crc32c, decodeBlob,
   decodeDatagram, driveWithTimers, encodeAck, encodeBlob, encodeData, encodeError, encodeFinal,
   fragmentCount, fragmentLength, isDatagramError, statusForBlobError, statusName,
@@ -1095,4 +1095,21 @@ t.test('end to end: 500 blobs over a lossy, corrupting, duplicating, reordering 
   t.comment(`simulated ${clock.now.toFixed(1)} ms; rtt median ${rtts[N >> 1].toFixed(2)} ms, max ${rtts[N - 1].toFixed(2)} ms; ` +
     `sender ${JSON.stringify(s)}; up ${JSON.stringify(up.stats)}; down ${JSON.stringify(down.stats)}; ` +
     `reassembler bad ${JSON.stringify(reassembler.stats.bad)}`);
+});
+
+t.test('CLOSED in batches: several flow IDs in one datagram; malformed batches refused', async (t) => {
+  const one = decodeDatagram(encodeClosedBatch([7]));
+  t.same(one, { type: 'closed', session: 0, blobId: 7, status: 0 }, 'one ID: the plain 24-byte CLOSED');
+  const ids = Array.from({ length: MAX_CLOSED_BATCH }, (_, i) => 1000 + i);
+  const many = encodeClosedBatch(ids);
+  t.equal(many.length, 24 + 4 * (MAX_CLOSED_BATCH - 1));
+  const d = decodeDatagram(many);
+  t.same(d, { type: 'closed', session: 0, blobId: 1000, status: 0, more: ids.slice(1) }, `${MAX_CLOSED_BATCH} IDs back in order`);
+  t.throws(() => encodeClosedBatch([]), 'none');
+  t.throws(() => encodeClosedBatch([...ids, 1]), 'over the limit');
+  const cut = Buffer.from(many.subarray(0, many.length - 4));
+  t.match(decodeDatagram(cut), { error: 'ERR_DGRAM_TRUNCATED' }, 'a batch shorter than it says');
+  const odd = Buffer.from(encodeClosedBatch([1, 2]));
+  odd.writeUInt16BE(3, 22);
+  t.ok('error' in decodeDatagram(odd), 'a length that is no multiple of 4');
 });

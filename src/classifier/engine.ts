@@ -975,7 +975,12 @@ export class HandoffEngine {
   private onHostClosed(fromIp: string, payload: Buffer): void {
     const d = decodeDatagram(payload);
     if ('error' in d || d.type !== 'closed') return void this.stats.localIgnored++;
-    const f = this.active.get(d.blobId);
+    this.hostClosed(fromIp, d.blobId);
+    if (d.more) for (const id of d.more) this.hostClosed(fromIp, id);
+  }
+
+  private hostClosed(fromIp: string, flowId: number): void {
+    const f = this.active.get(flowId);
     if (!f || f.hostIp !== fromIp) return void this.stats.localIgnored++;
     this.stats.hostClosed++;
     const now = performance.now();
@@ -983,7 +988,7 @@ export class HandoffEngine {
     f.closingSince = due - this.closingTimeoutMs;
     if (!f.closedQueued) {
       f.closedQueued = true;
-      this.closedQueue.push({ flowId: d.blobId, flow: f, due: now + HOST_CLOSED_LINGER_MS });
+      this.closedQueue.push({ flowId, flow: f, due: now + HOST_CLOSED_LINGER_MS });
     }
   }
 

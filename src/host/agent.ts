@@ -4,7 +4,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import {
   BlobError, BlobSender, DatagramType, decodeBlob, decodeDatagram, decodeOwnerQuery, driveWithTimers, encodeBlob,
-  encodeClosed, encodeOwnerQuery, encodePong, OwnerStatus, PongFlag, Reassembler, ReplayWindow, Status, statusForBlobError,
+  encodeClosedBatch, encodeOwnerQuery, MAX_CLOSED_BATCH, encodePong, OwnerStatus, PongFlag, Reassembler, ReplayWindow, Status, statusForBlobError,
 } from '../transfer';
 import { ipv4FromString } from '../net';
 import type { ConnectionBlob } from '../transfer';
@@ -81,6 +81,9 @@ function keepUntilClientCloses(socket: net.Socket, lingerMs: number): void {
   // Once the client's end arrives too, the stream destroys itself (autoDestroy): the flow ends then.
 }
 
+/** How long a CLOSED notice waits for others to share its datagram. */
+const CLOSED_BATCH_MS = 2;
+
 /** Why blobs were refused, and what was done: every blob ends in one counter. */
 export interface HostAgentStats {
   datagrams: number;
@@ -153,6 +156,8 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   };
   /** Connections passed to other processes (app kind unix). */
   readonly passedFlows = new PassedFlows({ end: (f) => this.endFlow(f) });
+  private readonly closedOut = new Map<string, { to: { address: string; port: number }; ids: number[] }>();
+  private closedTimer: NodeJS.Timeout | undefined;
   /** Per-request routing (issue 15). */
   readonly perRequestStats: PerRequestStats = {
     handbacks: 0, handbacksFailed: 0, handbacksRefusedFin: 0, handbacksTimedOut: 0, unframed: 0, handbacksUnderWay: 0,
@@ -211,6 +216,7 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
   }
 
   close(): void {
+    this.flushClosed();
     this.passedFlows.close();
     this.handbackTimers.stop();
     this.handbackSender.close();
@@ -401,12 +407,35 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     if (this.flows.get(blob.flowId) === flow) this.flows.delete(blob.flowId);
     this.stats.closed++;
     this.opts.tunnel?.revoke(blob);
-    const closed = encodeClosed(blob.flowId);
-    for (const b of flow.notify.values()) {
+    for (const b of flow.notify.values()) this.queueClosed(blob.flowId, b);
+  }
+
+  /**
+   * CLOSED notices go out in batches: what closed within CLOSED_BATCH_MS, one
+   * datagram per balancer (a send per connection measured ~17 µs of this
+   * thread, and each is an event on the balancer's control thread).
+   */
+  private queueClosed(flowId: number, to: { address: string; port: number }): void {
+    const k = `${to.address}:${to.port}`;
+    let q = this.closedOut.get(k);
+    if (!q) this.closedOut.set(k, q = { to, ids: [] });
+    q.ids.push(flowId);
+    if (q.ids.length >= MAX_CLOSED_BATCH) return this.flushClosed();
+    if (!this.closedTimer) {
+      this.closedTimer = setTimeout(() => this.flushClosed(), CLOSED_BATCH_MS);
+      this.closedTimer.unref();
+    }
+  }
+
+  private flushClosed(): void {
+    if (this.closedTimer) clearTimeout(this.closedTimer);
+    this.closedTimer = undefined;
+    for (const { to, ids } of this.closedOut.values()) {
       try {
-        this.sock.send(closed, b.port, b.address);
+        this.sock.send(encodeClosedBatch(ids), to.port, to.address);
       } catch { /* agent closing */ }
     }
+    this.closedOut.clear();
   }
 
   /**

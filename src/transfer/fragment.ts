@@ -38,6 +38,10 @@
 //   20  u16  status (Status below)
 //   22  u16  reserved, 0
 //
+// CLOSED, 24 + 4n bytes: as FINAL (blob id = a flow ID, status 0), but 22 may
+// be 4n (n <= 255), followed by n more flow IDs (u32): the connections a host
+// saw close within a few milliseconds, in one datagram.
+//
 // PONG, 24 or 32 bytes: as FINAL, but 22 may be 8, followed by the 6-byte MAC
 // of the agent's VXLAN device and 2 zero bytes (the balancer's inner
 // Ethernet destination, learned instead of configured).
@@ -172,6 +176,8 @@ export interface ErrorDatagram extends Ids {
 export interface ClosedDatagram extends Ids {
   type: 'closed';
   status: number;
+  /** More flow IDs closed (a batch); `blobId` is the first. */
+  more?: number[];
 }
 
 /**
@@ -328,6 +334,20 @@ function encodeStatus(type: number, d: Ids & { status: number }): Buffer {
 export const encodeFinal = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.FINAL, d);
 export const encodeError = (d: Ids & { status: number }): Buffer => encodeStatus(DatagramType.ERROR, d);
 export const encodeClosed = (flowId: number): Buffer => encodeStatus(DatagramType.CLOSED, { session: 0, blobId: flowId, status: 0 });
+/** Most flow IDs one CLOSED datagram carries. */
+export const MAX_CLOSED_BATCH = 256;
+/** One CLOSED for several flows (1..MAX_CLOSED_BATCH flow IDs). */
+export function encodeClosedBatch(flowIds: readonly number[]): Buffer {
+  if (flowIds.length < 1 || flowIds.length > MAX_CLOSED_BATCH) throw argError(`${flowIds.length} flow IDs (1..${MAX_CLOSED_BATCH})`);
+  if (flowIds.length === 1) return encodeClosed(flowIds[0]);
+  for (const id of flowIds) if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw argError(`flow ID ${id} is not a uint32`);
+  const extra = 4 * (flowIds.length - 1);
+  const buf = header(STATUS_DATAGRAM_BYTES + extra, DatagramType.CLOSED, { session: 0, blobId: flowIds[0] });
+  buf.writeUInt16BE(0, 20);
+  buf.writeUInt16BE(extra, 22);
+  for (let i = 1; i < flowIds.length; i++) buf.writeUInt32BE(flowIds[i], STATUS_DATAGRAM_BYTES + 4 * (i - 1));
+  return seal(buf);
+}
 export const encodePing = (d: Ids): Buffer => encodeStatus(DatagramType.PING, { ...d, status: 0 });
 /** PONG bytes 22..: the length of what follows the status, 0 or PONG_MAC_BYTES. */
 const PONG_MAC_BYTES = 8;
@@ -382,6 +402,9 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
   if (type === DatagramType.DATA) declared += b.readUInt16BE(30);
   else if (type === DatagramType.ACK) declared += bitmapBytes(b.readUInt16BE(20));
   else if (type === DatagramType.PONG && b.readUInt16BE(22) === PONG_MAC_BYTES) declared += PONG_MAC_BYTES;
+  else if (type === DatagramType.CLOSED && b.readUInt16BE(22) % 4 === 0 && b.readUInt16BE(22) <= 4 * (MAX_CLOSED_BATCH - 1)) {
+    declared += b.readUInt16BE(22);
+  }
   if (b.length < declared) return fail('ERR_DGRAM_TRUNCATED', `${b.length} of ${declared} bytes`);
   if (b.length > declared) return fail('ERR_DGRAM_LENGTH', `${b.length - declared} bytes after the declared end`);
 
@@ -403,6 +426,12 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
         if (m[0] & 1 || m.every((x) => x === 0)) return fail('ERR_DGRAM_BOUNDS', 'PONG inner MAC is not a unicast address');
         const innerMac = [...m].map((x) => x.toString(16).padStart(2, '0')).join(':');
         return { type: 'pong', session, blobId, status, innerMac };
+      }
+      if (type === DatagramType.CLOSED && b.length > STATUS_DATAGRAM_BYTES) {
+        if (status !== 0) return fail('ERR_DGRAM_BOUNDS', `CLOSED status ${status}`);
+        const more: number[] = [];
+        for (let o = STATUS_DATAGRAM_BYTES; o < b.length; o += 4) more.push(b.readUInt32BE(o));
+        return { type: 'closed', session, blobId, status, more };
       }
       if (b.readUInt16BE(22) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved status bits set');
       return { type: STATUS_TYPES[type], session, blobId, status } as Datagram;
