@@ -44,12 +44,15 @@ if (!isRoot) {
   t.test('three balancers and two hosts come up behind the router', async (t) => {
     await lab.start([0, 1]);
     const seen = new Set<string>();
-    for (let i = 0; i < 8; i++) {
+    // ECMP hashes each connection's source port: with 8 connections all landed on one balancer
+    // once in CI (odds 1 in 128). Up to 64 connections (odds of one side only: 2^-63), each served.
+    let served = 0, made = 0;
+    for (; made < 64 && seen.size < 2; made++) {
       const r = await curl(`http://${lab.vip}/`);
-      t.match(r.stdout.toString(), /^served by host[12]\n\n200$/, `request ${i}`);
+      if (/^served by host[12]\n\n200$/.test(r.stdout.toString())) served++;
+      if (made >= 7) for (const i of [0, 1]) if ((await counters(i)).accepted > 0) seen.add(`lb${i + 1}`);
     }
-    // Both balancers in the route took connections (ECMP over L4 hash: 8 source ports).
-    for (const i of [0, 1]) if ((await counters(i)).accepted > 0) seen.add(`lb${i + 1}`);
+    t.equal(served, made, `every one of ${made} requests served`);
     t.equal(seen.size, 2, `the router spread connections over both balancers: ${[...seen]}`);
   });
 
