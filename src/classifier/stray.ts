@@ -3,6 +3,8 @@ import type { FlowKey } from '../offload';
 import { decodeOwnerQuery, encodeOwnerQuery, OwnerStatus } from '../transfer';
 
 /** Options of StrayRecovery; every bound has a default. */
+const RECENT_RECOVERED = 32;
+
 export interface StrayOptions {
   /** Cluster key: queries and answers are authenticated with it. */
   clusterKey: Buffer;
@@ -108,6 +110,21 @@ const LATENCY_SAMPLES = 4096;
  * rate-limits what reaches here.
  */
 export class StrayRecovery {
+  /** Client addresses (host-order) of the last RECENT_RECOVERED flows recovered, oldest overwritten. */
+  private readonly recent: number[] = [];
+  private recentCount = 0;
+
+  /** Client addresses of the flows recovered last (at most RECENT_RECOVERED), oldest first: status pages, tests. */
+  recentlyRecovered(): string[] {
+    const n = Math.min(this.recentCount, RECENT_RECOVERED);
+    const out: string[] = [];
+    for (let i = this.recentCount - n; i < this.recentCount; i++) {
+      const ip = this.recent[i % RECENT_RECOVERED];
+      out.push([ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join('.'));
+    }
+    return out;
+  }
+
   readonly stats: StrayStats = {
     packets: 0, lookups: 0, recovered: 0, unknown: 0, unanswered: 0, negativeHits: 0, heldDropped: 0, overflow: 0, badAnswers: 0,
     lateAnswers: 0, staleAnswers: 0, adoptFailed: 0, malformed: 0,
@@ -205,6 +222,7 @@ export class StrayRecovery {
     }
     for (let i = 0; i < l.frames.length; i++) this.hooks.reinject(l.frames[i], l.ports[i]);
     this.stats.recovered++;
+    this.recent[this.recentCount++ % RECENT_RECOVERED] = l.key.clientIp;
     this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = (now - l.firstAt) * 1000;
   }
 

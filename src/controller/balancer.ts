@@ -320,7 +320,8 @@ export class Balancer {
       workers: c.workers.length,
       engine: this.engine ? { ...this.engine.stats, latencyUs: this.engine.latency(), transfers: this.engine.sender.stats } : null,
       stray: this.engine?.stray ? { ...this.engine.stray.stats, inProgress: this.engine.stray.inProgress,
-        remembered: this.engine.stray.remembered, latencyUs: this.engine.stray.latency() } : null,
+        remembered: this.engine.stray.remembered, latencyUs: this.engine.stray.latency(),
+        recentlyRecovered: this.engine.stray.recentlyRecovered() } : null,
       unhandledExceptions: this.unhandledExceptions,
       neighbours: this.macs ? { ...this.macs.stats, entries: this.macs.neighbours.list(performance.now()) } : null,
     };
