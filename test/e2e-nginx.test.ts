@@ -15,6 +15,7 @@ import { Balancer } from '../src/controller/balancer';
 import { parseBalancerConfig } from '../src/controller/config';
 import { isRoot, waitFor } from './lib/harness';
 import { Topology, sh } from './lib/netns';
+import { LoggedProc } from './lib/procs';
 
 const run = promisify(execFile);
 const VIP = '198.18.0.100';
@@ -34,12 +35,6 @@ if (!isRoot) {
   const lbDev = topo.rootPort('lb');
   const client = topo.host('cli', '198.18.0.1/24');
   const host = topo.host('h1', '198.18.0.11/24');
-  const collect = (c: ReturnType<Topology['spawn']>) => {
-    let out = '';
-    c.stdout?.on('data', (d) => { out += d; });
-    c.stderr?.on('data', (d) => { out += d; });
-    return () => out;
-  };
   sh('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=web.example',
     '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')]);
   fs.mkdirSync(path.join(dir, 'tmp'));
@@ -61,7 +56,8 @@ http {
 }
 `);
   const nginx = topo.spawn(host.ns, 'nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;']);
-  const nginxOut = collect(nginx);
+  const nginxLog = new LoggedProc(nginx, 'nginx');
+  const nginxOut = () => nginxLog.output();
   const file = path.join(dir, 'host1.yaml');
   fs.writeFileSync(file, [
     'name: host1', 'listen: { port: 4791 }', `balancers: [${LB_IP}]`, 'vips:',
@@ -70,7 +66,8 @@ http {
     `control: { socket: ${path.join(dir, 'host1.sock')} }`, '',
   ].join('\n'));
   const agentProc = topo.spawn(host.ns, 'env', [`HANDOFF_CLUSTER_KEY=${KEY_HEX}`, process.execPath, cli, 'host', '--config', file]);
-  const agent = collect(agentProc);
+  const agentLog = new LoggedProc(agentProc, 'host1');
+  const agent = () => agentLog.output();
   let lb: Balancer | undefined;
 
   t.test('nginx, the agent and the balancer start', async (t) => {

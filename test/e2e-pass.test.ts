@@ -15,6 +15,7 @@ import { Balancer } from '../src/controller/balancer';
 import { parseBalancerConfig } from '../src/controller/config';
 import { isRoot, waitFor } from './lib/harness';
 import { Topology } from './lib/netns';
+import { LoggedProc } from './lib/procs';
 
 const run = promisify(execFile);
 const VIP = '198.18.0.100';
@@ -36,13 +37,8 @@ if (!isRoot) {
   const client = topo.host('cli', '198.18.0.1/24');
   const host = topo.host('h1', '198.18.0.11/24');
   const sock = path.join(dir, 'app.sock');
-  const collect = (c: ReturnType<Topology['spawn']>) => {
-    let out = '';
-    c.stdout?.on('data', (d) => { out += d; });
-    c.stderr?.on('data', (d) => { out += d; });
-    return () => out;
-  };
-  const receiver = collect(topo.spawn(host.ns, 'python3', [RECEIVER, sock, 'host1']));
+  const receiverProc = new LoggedProc(topo.spawn(host.ns, 'python3', [RECEIVER, sock, 'host1']), 'receiver');
+  const receiver = () => receiverProc.output();
   const file = path.join(dir, 'host1.yaml');
   fs.writeFileSync(file, [
     'name: host1', 'listen: { port: 4791 }', `balancers: [${LB_IP}]`,
@@ -50,7 +46,8 @@ if (!isRoot) {
     `control: { socket: ${path.join(dir, 'host1.sock')} }`, '',
   ].join('\n'));
   const agentProc = topo.spawn(host.ns, 'env', [`HANDOFF_CLUSTER_KEY=${KEY_HEX}`, process.execPath, cli, 'host', '--config', file]);
-  const agent = collect(agentProc);
+  const agentLog = new LoggedProc(agentProc, 'host1');
+  const agent = () => agentLog.output();
   let lb: Balancer | undefined;
 
   t.test('the receiver and the agent start', async (t) => {

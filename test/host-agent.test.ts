@@ -19,6 +19,20 @@ const blobFor = (over: Partial<ConnectionBlob> = {}): ConnectionBlob => ({
   decision: { rule: null, pool: 'p', host: 'h' }, created: Date.now(), nonce: crypto.randomBytes(16), ...over,
 });
 
+/** A balancer's blob sender on loopback, aimed at an agent's port: send(buf) resolves with the transfer's result. */
+async function blobSender(agentPort: number) {
+  const udp = dgram.createSocket('udp4');
+  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+  const sender = new BlobSender({ send: (d, b) => udp.send(b, d.port, d.ip), initialRtoMs: 20 });
+  udp.on('message', (m, r) => sender.onDatagram({ ip: r.address, port: r.port }, m));
+  const drive = driveWithTimers(sender);
+  const dest = { ip: '127.0.0.1', port: agentPort };
+  return {
+    send: (buf: Buffer) => new Promise<TransferResult>((r) => sender.send(dest, buf, r)),
+    close: () => { drive.stop(); udp.close(); },
+  };
+}
+
 t.test('forward mode, single injection, refusals', async (t) => {
   const upstream = http.createServer((q, s) => s.end(`upstream saw ${q.url}`));
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -39,14 +53,8 @@ t.test('forward mode, single injection, refusals', async (t) => {
       return s;
     },
   });
-  const udp = dgram.createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
-  const sender = new BlobSender({ send: (d, b) => udp.send(b, d.port, d.ip), initialRtoMs: 20 });
-  udp.on('message', (m, r) => sender.onDatagram({ ip: r.address, port: r.port }, m));
-  const drive = driveWithTimers(sender);
-  const dest = { ip: '127.0.0.1', port: host.port };
-  const send = (buf: Buffer) => new Promise<TransferResult>((r) => sender.send(dest, buf, r));
-  t.teardown(() => { drive.stop(); udp.close(); host.close(); upstream.close(); pair.close(); });
+  const { send, close: closeSender } = await blobSender(host.port);
+  t.teardown(() => { closeSender(); host.close(); upstream.close(); pair.close(); });
 
   const good = encodeBlob(blobFor(), KEY);
   const r1 = await send(good);
@@ -96,16 +104,11 @@ t.test('an app per VIP service: each port to its own upstream, the rest to the d
       return s;
     },
   });
-  const udp = dgram.createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
-  const sender = new BlobSender({ send: (d, b) => udp.send(b, d.port, d.ip), initialRtoMs: 20 });
-  udp.on('message', (m, r) => sender.onDatagram({ ip: r.address, port: r.port }, m));
-  const drive = driveWithTimers(sender);
-  t.teardown(() => { drive.stop(); udp.close(); host.close(); for (const u of upstreams) u.close(); pair.close(); });
+  const { send, close: closeSender } = await blobSender(host.port);
+  t.teardown(() => { closeSender(); host.close(); for (const u of upstreams) u.close(); pair.close(); });
   const answer = async (vipPort: number, flowId: number) => {
     const n = clients.length;
-    const r = await new Promise<TransferResult>((res) => sender.send({ ip: '127.0.0.1', port: host.port },
-      encodeBlob(blobFor({ vipPort, flowId, clientPort: 41000 + flowId }), KEY), res));
+    const r = await send(encodeBlob(blobFor({ vipPort, flowId, clientPort: 41000 + flowId }), KEY));
     t.ok(r.ok, `the blob for :${vipPort} is injected`);
     while (clients.length === n) await new Promise((res) => setTimeout(res, 5));
     return new Promise<string>((resolve) => {

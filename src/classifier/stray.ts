@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import type { FlowKey } from '../offload';
+import { ipv4ToString } from '../net/packet';
 import { decodeOwnerQuery, encodeOwnerQuery, OwnerStatus } from '../transfer';
 
 /** Options of StrayRecovery; every bound has a default. */
@@ -119,8 +120,7 @@ export class StrayRecovery {
     const n = Math.min(this.recentCount, RECENT_RECOVERED);
     const out: string[] = [];
     for (let i = this.recentCount - n; i < this.recentCount; i++) {
-      const ip = this.recent[i % RECENT_RECOVERED];
-      out.push([ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join('.'));
+      out.push(ipv4ToString(this.recent[i % RECENT_RECOVERED]));
     }
     return out;
   }

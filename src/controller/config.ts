@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import { ipv4FromString } from '../net/packet';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import YAML from 'yaml';
@@ -169,7 +170,6 @@ export function loadClusterKey(cfg: { clusterKey: { file?: string; env: string }
 
 /** Whether a and b share their first `prefixLength` bits (dotted-quad IPv4). */
 export function sameSubnet(a: string, b: string, prefixLength: number): boolean {
-  const n = (ip: string) => ip.split('.').reduce((v, x) => v * 256 + Number(x), 0);
   const div = 2 ** (32 - prefixLength);
-  return Math.floor(n(a) / div) === Math.floor(n(b) / div);
+  return Math.floor(ipv4FromString(a) / div) === Math.floor(ipv4FromString(b) / div);
 }

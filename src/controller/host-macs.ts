@@ -29,6 +29,8 @@ export class HostMacs {
   /** Inner MACs told by agents, by host name. */
   private readonly inner = new Map<string, string>();
   private hosts: readonly HostConfig[] = [];
+  /** Each host's next hop, worked out once per configuration: eligible() asks for every decision. */
+  private readonly hops = new Map<HostConfig, string>();
 
   constructor(private readonly o: HostMacsOptions) {
     this.neighbours = new NeighbourTable({
@@ -45,6 +47,7 @@ export class HostMacs {
   /** The hosts of the configuration in force: their next hops are resolved from now on. */
   setHosts(hosts: readonly HostConfig[]): void {
     this.hosts = hosts;
+    this.hops.clear();
     const keep = new Set<string>();
     for (const h of hosts) {
       if (h.nexthopMac) continue;
@@ -56,8 +59,13 @@ export class HostMacs {
 
   /** The address whose MAC is the host's outer Ethernet destination. */
   nextHop(h: HostConfig): string {
-    const p = this.o.ports[h.port];
-    return p?.gateway && !sameSubnet(h.ip, p.ip, p.prefixLength) ? p.gateway : h.ip;
+    let hop = this.hops.get(h);
+    if (hop === undefined) {
+      const p = this.o.ports[h.port];
+      hop = p?.gateway && !sameSubnet(h.ip, p.ip, p.prefixLength) ? p.gateway : h.ip;
+      this.hops.set(h, hop);
+    }
+    return hop;
   }
 
   /** A PONG from host `name` said its VXLAN device's MAC. @returns whether that changed anything. */
@@ -82,7 +90,7 @@ export class HostMacs {
 
   /** Whether `h` may take new connections as far as its MACs go: both known, the next hop answering. */
   usable(h: HostConfig): boolean {
-    return !!this.resolve(h) && (!!h.nexthopMac || this.neighbours.fresh(this.nextHop(h), h.port));
+    return (!!h.innerMac || this.inner.has(h.name)) && (!!h.nexthopMac || this.neighbours.fresh(this.nextHop(h), h.port));
   }
 
   /** For status pages: per host, where each MAC comes from. */

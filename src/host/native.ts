@@ -527,8 +527,5 @@ export function nativeTcpState(clientIp: string, clientPort: number, vip: string
   if (!hhTcpState) {
     hhTcpState = lib().func('int hh_tcp_state(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t vip_port)') as unknown as typeof hhTcpState;
   }
-  // Network order, as the kernel keeps them: the bytes of the address and port, read as host-order integers.
-  const be32 = (ip: string) => Buffer.from(ip.split('.').map(Number)).readUInt32LE(0);
-  const be16 = (p: number) => ((p & 0xff) << 8) | (p >> 8);
-  return hhTcpState!(be32(clientIp), be16(clientPort), be32(vip), be16(vipPort));
+  return hhTcpState!(ipv4Arg(clientIp), portArg(clientPort), ipv4Arg(vip), portArg(vipPort));
 }

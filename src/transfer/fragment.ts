@@ -51,6 +51,7 @@
 // datagram says ERR_DGRAM_TRUNCATED rather than a CRC mismatch), then the CRC
 // before any field is trusted, then every field's range.
 import { crc32c } from './crc32c';
+import { macFromString, macToString } from '../net/packet';
 import type { BlobErrorCode } from './blob';
 
 export const MAGIC = 0x484f4646; // 'HOFF'
@@ -353,8 +354,12 @@ export const encodePing = (d: Ids): Buffer => encodeStatus(DatagramType.PING, { 
 const PONG_MAC_BYTES = 8;
 export function encodePong(d: Ids & { status: number; innerMac?: string }): Buffer {
   if (d.innerMac === undefined) return encodeStatus(DatagramType.PONG, d);
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.innerMac)) throw argError(`innerMac ${d.innerMac} is not a MAC address`);
-  const mac = Buffer.from(d.innerMac.split(':').map((x) => parseInt(x, 16)));
+  let mac: Buffer;
+  try {
+    mac = macFromString(d.innerMac);
+  } catch {
+    throw argError(`innerMac ${d.innerMac} is not a MAC address`);
+  }
   if (!Number.isInteger(d.status) || d.status < 0 || d.status > 0xffff) throw argError(`status ${d.status} is not a uint16`);
   const buf = header(STATUS_DATAGRAM_BYTES + PONG_MAC_BYTES, DatagramType.PONG, d);
   buf.writeUInt16BE(d.status, 20);
@@ -424,8 +429,7 @@ export function decodeDatagram(buf: Uint8Array): Datagram | DatagramError {
         if (b.readUInt16BE(30) !== 0) return fail('ERR_DGRAM_BOUNDS', 'reserved PONG bits set');
         const m = b.subarray(24, 30);
         if (m[0] & 1 || m.every((x) => x === 0)) return fail('ERR_DGRAM_BOUNDS', 'PONG inner MAC is not a unicast address');
-        const innerMac = [...m].map((x) => x.toString(16).padStart(2, '0')).join(':');
-        return { type: 'pong', session, blobId, status, innerMac };
+        return { type: 'pong', session, blobId, status, innerMac: macToString(b, 24) };
       }
       if (type === DatagramType.CLOSED && b.length > STATUS_DATAGRAM_BYTES) {
         if (status !== 0) return fail('ERR_DGRAM_BOUNDS', `CLOSED status ${status}`);
