@@ -382,7 +382,9 @@ async function main(): Promise<void> {
     for (let r = 1; r <= o.rounds; r++) {
       const h = await runHandoff(o, pcap);
       handoff.push(h);
+      const rx = h.delta.rx_packets ?? 0;
       console.log(`round ${r}: handoff ${mpps(h.pps)} Mpps (hit ${(h.hitRatio * 100).toFixed(3)}%, ` +
+        `fast path ${((h.delta.encap_fast ?? 0) / rx * 100).toFixed(2)}%, overflow ${((h.delta.overflow_hits ?? 0) / rx * 100).toFixed(2)}%, ` +
         `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms; ${cpuNote(h.cpuShare)})`);
       const t = await runTestpmd(o, pcap);
       testpmd.push(t);

@@ -48,7 +48,9 @@
 	X(REINJECTED, "reinjected")                                            \
 	X(ANNOUNCED_SILENT, "accept_announced_silent")                         \
 	X(ANNOUNCED_EAGER, "accept_announced_eager")                           \
-	X(EXC_ARP, "exception_arp")
+	X(EXC_ARP, "exception_arp")                                            \
+	X(ENCAP_FAST, "encap_fast")                                            \
+	X(OVERFLOW_HITS, "overflow_hits")
 
 /* Every reason a packet is dropped; counted as "drop_<name>". */
 #define HS_DROP_REASONS(X)                                                     \

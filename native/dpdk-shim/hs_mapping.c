@@ -5,6 +5,11 @@
  * workers read with bulk lookups. A deleted entry's slot is reclaimed only
  * after every worker has passed a quiescent state (RCU QSBR), so a worker may
  * keep using an entry it looked up for the rest of its burst.
+ *
+ * Every mapping is in rte_hash (the control plane finds entries there); the
+ * workers look up the flat table first (hs_flowtab.h), where nearly every
+ * mapping also is, with the fields the fast path needs in its slot. A
+ * mapping's flat slot is freed with its entry, after the same grace period.
  */
 #include <errno.h>
 #include <string.h>
@@ -24,6 +29,9 @@ static void entry_reclaimed(void *p, void *key_data)
 {
 	struct hs_entry *e = key_data;
 	(void)p;
+	if (e->slot != HS_FT_NONE)
+		hs_ft_reclaim(&hs.ft, e->slot);
+	e->slot = HS_FT_NONE;
 	hs.free_idx[hs.n_free++] = (uint32_t)(e - hs.entries);
 }
 
@@ -31,13 +39,15 @@ int hs_mapping_setup(void)
 {
 	uint32_t cap = hs.cfg.mapping_capacity;
 	char name[RTE_HASH_NAMESIZE];
+	if ((uint64_t)cap + HS_RECLAIM_SLACK > HS_FT_MAX_IDX)
+		return hs_fail(-EINVAL, "mapping_capacity must be at most %u, got %u", HS_FT_MAX_IDX - HS_RECLAIM_SLACK, cap);
 	snprintf(name, sizeof(name), "hs_map");
 	struct rte_hash_parameters hp = {
 		.name = name,
 		.entries = cap,
 		.key_len = sizeof(struct hs_flow_key),
 		.hash_func = rte_hash_crc,
-		.hash_func_init_val = 0x5eed,
+		.hash_func_init_val = HS_MAP_HASH_INIT,
 		.socket_id = (int)rte_socket_id(),
 		/* EXT_TABLE: the full capacity is usable whatever the collisions. */
 		.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF | RTE_HASH_EXTRA_FLAGS_EXT_TABLE,
@@ -69,8 +79,15 @@ int hs_mapping_setup(void)
 	hs.free_idx = rte_malloc("hs_free", sizeof(uint32_t) * n, 0);
 	if (!hs.entries || !hs.free_idx)
 		return hs_fail(-ENOMEM, "mapping entries (%u)", n);
+	uint32_t buckets = hs_ft_buckets_for(cap);
+	void *ft = rte_zmalloc("hs_flowtab", hs_ft_memsize(buckets), RTE_CACHE_LINE_SIZE);
+	if (!ft)
+		return hs_fail(-ENOMEM, "flat flow table (%u buckets, %zu MB)", buckets, hs_ft_memsize(buckets) >> 20);
+	hs_ft_init(&hs.ft, ft, buckets);
+	hs.n_overflow = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		hs.entries[i].hold_ref = HS_HOLD_NONE;
+		hs.entries[i].slot = HS_FT_NONE;
 		hs.free_idx[i] = n - 1 - i;
 	}
 	hs.n_free = n;
@@ -85,6 +102,8 @@ void hs_mapping_teardown(void)
 	rte_free(hs.rcu);
 	rte_free(hs.entries);
 	rte_free(hs.free_idx);
+	rte_free(hs.ft.b);
+	hs.ft.b = NULL;
 	hs.rcu = NULL;
 	hs.entries = NULL;
 	hs.free_idx = NULL;
@@ -154,12 +173,27 @@ int hs_mapping_insert(const struct hs_mapping *m)
 	e->gen = ++hs.gen;
 	e->packets = 0;
 	e->bytes = 0;
+	e->slot = HS_FT_NONE;
 	__atomic_store_n(&e->state, m->state, __ATOMIC_RELAXED);
+	/* Room in the flat table, reserved (not yet visible) so the entry knows
+	 * its slot before any worker can find it there. None: an overflow key,
+	 * counted first, so a worker that misses the flat table looks in rte_hash. */
+	uint32_t slot = hs_ft_reserve(&hs.ft, &k, sig);
+	if (slot == HS_FT_NONE)
+		__atomic_store_n(&hs.n_overflow, hs.n_overflow + 1, __ATOMIC_SEQ_CST);
 	/* Publishing the key is a release: a worker that finds it sees the fields. */
 	int rc = rte_hash_add_key_with_hash_data(hs.map, &k, sig, e);
 	if (rc < 0) {
+		if (slot == HS_FT_NONE)
+			__atomic_store_n(&hs.n_overflow, hs.n_overflow - 1, __ATOMIC_SEQ_CST);
+		else
+			hs_ft_unreserve(&hs.ft, slot);
 		hs.free_idx[hs.n_free++] = idx;
 		return hs_fail(rc == -ENOSPC ? -ENOSPC : -EINVAL, "mapping insert: %s", rte_strerror(-rc));
+	}
+	if (slot != HS_FT_NONE) {
+		e->slot = slot;
+		hs_ft_publish(&hs.ft, slot, hs_ft_val(idx, e->host_id, e->flow_id, hs_state_fast(m->state)));
 	}
 	__atomic_store_n(&hs.n_live, hs.n_live + 1, __ATOMIC_RELAXED); /* one writer; telemetry reads */
 	if (m->state == HS_STATE_PENDING)
@@ -209,7 +243,9 @@ int hs_mapping_set_state(const struct hs_mapping *key, uint32_t state)
 			if (rte_ring_free_count(hs.workers[w].cmd) == 0)
 				return hs_fail(-EAGAIN, "worker %u command ring is full", w);
 	}
-	__atomic_store_n(&e->state, (uint8_t)state, __ATOMIC_RELEASE);
+	__atomic_store_n(&e->state, (uint8_t)state, __ATOMIC_SEQ_CST);
+	if (e->slot != HS_FT_NONE)
+		hs_ft_val_derive(&hs.ft, e->slot, &e->state, hs_state_fast);
 	if (cur != HS_STATE_PENDING && state == HS_STATE_PENDING)
 		__atomic_store_n(&hs.n_pending, hs.n_pending + 1, __ATOMIC_RELAXED); /* one writer; telemetry reads */
 	if (releasing) {
@@ -230,10 +266,15 @@ int hs_mapping_delete(const struct hs_mapping *key)
 	if (rc)
 		return rc;
 	uint8_t was = __atomic_load_n(&e->state, __ATOMIC_RELAXED);
+	uint32_t slot = e->slot;
+	if (slot != HS_FT_NONE)
+		hs_ft_remove(&hs.ft, slot); /* the slot itself is freed with the entry */
 	key_from(&k, key);
 	rc = rte_hash_del_key(hs.map, &k);
 	if (rc < 0)
 		return hs_fail(-ENOENT, "no such mapping");
+	if (slot == HS_FT_NONE)
+		__atomic_store_n(&hs.n_overflow, hs.n_overflow - 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&hs.n_live, hs.n_live - 1, __ATOMIC_RELAXED);
 	if (was == HS_STATE_PENDING)
 		__atomic_store_n(&hs.n_pending, hs.n_pending - 1, __ATOMIC_RELAXED);
@@ -253,8 +294,13 @@ int hs_mapping_lookup(const struct hs_mapping *key, struct hs_mapping *out)
 	out->host_id = e->host_id;
 	out->flow_id = e->flow_id;
 	out->reserved = 0;
-	out->packets = e->packets;
-	out->bytes = e->bytes;
+	out->packets = __atomic_load_n(&e->packets, __ATOMIC_RELAXED);
+	out->bytes = __atomic_load_n(&e->bytes, __ATOMIC_RELAXED);
+	if (e->slot != HS_FT_NONE) {
+		uint64_t c = __atomic_load_n(hs_ft_cnt_ptr(&hs.ft, e->slot), __ATOMIC_RELAXED);
+		out->packets += hs_ft_cnt_packets(c);
+		out->bytes += hs_ft_cnt_bytes(c);
+	}
 	return 0;
 }
 
@@ -300,5 +346,7 @@ int hs_mapping_set_host(const struct hs_mapping *key, uint32_t host_id)
 	if (host_id >= HS_MAX_HOSTS || !hs.hosts[host_id])
 		return hs_fail(-EINVAL, "host %u is not defined", host_id);
 	__atomic_store_n(&e->host_id, (uint16_t)host_id, __ATOMIC_RELEASE);
+	if (e->slot != HS_FT_NONE)
+		hs_ft_val_set_host(&hs.ft, e->slot, (uint16_t)host_id);
 	return 0;
 }

@@ -17,38 +17,41 @@
 #include "hs_encap.h"
 #include "hs_cookie.h"
 #include "hs_parse.h"
+#include "hs_flowtab.h"
 
 #define HS_BURST 32
 #define HS_PREFETCH_AHEAD 3
 #define HS_HOLD_NONE UINT32_MAX
+#define HS_HOLD_BLOOM 1024
+/* rte_hash and the flat table hash keys alike (the outer UDP source port comes from it). */
+#define HS_MAP_HASH_INIT 0x5eed
 /* Segments a frozen accepted connection keeps while the control thread decides. */
 #define HS_CONN_HOLD 8
 
-/* Mapping key, network byte order; padding zeroed so it hashes stably.
- * 8-aligned: rte_hash_crc reads the key as uint64_t words (a misaligned load
- * otherwise, which UBSan reports). */
-struct hs_flow_key {
-	uint32_t client_ip;
-	uint32_t vip;
-	uint16_t client_port;
-	uint16_t vip_port;
-	uint8_t proto;
-	uint8_t pad[3];
-} __attribute__((aligned(8)));
+
 
 /* A mapping's value. Control thread writes all but hold_ref, packets and
- * bytes, which belong to the worker that sees the flow. */
+ * bytes, which belong to the worker that sees the flow. The fast path reads
+ * none of it (the flat table's slot has what it needs): a packet reaches
+ * its entry only when its flow is held, closing or reopened, when the
+ * packet is a SYN, FIN or RST, or when the key is in the overflow. */
 struct hs_entry {
 	uint32_t flow_id;
 	uint16_t host_id;
 	uint16_t sport;    /* outer UDP source port, network order */
-	uint32_t gen;      /* distinguishes reuses of this slot */
+	uint32_t gen;      /* distinguishes reuses of this entry */
 	uint32_t hold_ref; /* (worker << 24) | bucket, or HS_HOLD_NONE */
+	uint32_t slot;     /* in the flat table, or HS_FT_NONE (overflow: rte_hash only) */
 	uint8_t state;     /* enum hs_flow_state, atomic */
 	uint8_t pad[3];
-	uint32_t packets;  /* wraps after 2^32: a per-connection count */
+	uint64_t packets;  /* overflow keys' counts, and a flat slot's folded counts (atomic adds) */
 	uint64_t bytes;
-} __rte_aligned(32); /* 32 bytes: one entry never straddles two cache lines */
+} __rte_aligned(64);
+
+/* May the fast path forward a packet (not SYN, FIN or RST) in this state?
+ * CLOSING forwards like ACTIVE; only a SYN can change that, and a SYN never
+ * takes the fast path. */
+static inline int hs_state_fast(uint8_t s) { return s == HS_STATE_ACTIVE || s == HS_STATE_CLOSING; }
 
 /* RELEASE/FLUSH act on a mapping's held packets; the others on an accepted
  * connection (hs_accept_command). */
@@ -133,6 +136,10 @@ struct hs_worker {
 	uint64_t stray_refill_tsc;
 	uint32_t arp_tokens;       /* HS_EXC_ARP token bucket */
 	uint64_t arp_refill_tsc;
+	/* Hold buckets of this worker by entry index (idx % HS_HOLD_BLOOM): a
+	 * flow whose counter is 0 has nothing held here, so its packets may take
+	 * the fast path; a collision only sends a packet the slow way. */
+	uint16_t hold_bloom[HS_HOLD_BLOOM];
 	struct rte_mbuf *txb[HS_MAX_PORTS][HS_BURST];
 	uint16_t txn[HS_MAX_PORTS];
 	/* Idle sleep that the control thread can cut short (hs_worker_kick):
@@ -172,7 +179,9 @@ struct hs_shim {
 	uint32_t hold_per_flow;
 	uint32_t idle_spins;
 
-	struct rte_hash *map;
+	struct rte_hash *map;   /* every mapping: the control plane's index, and the workers' for the overflow */
+	struct hs_flowtab ft;   /* the workers' index: most mappings, one cache line per hit */
+	uint32_t n_overflow;    /* mappings in rte_hash only (atomic: workers skip rte_hash while 0) */
 	struct rte_rcu_qsbr *rcu;
 	struct hs_entry *entries;
 	uint32_t n_entries;

@@ -263,6 +263,11 @@ static int cmd_mappings(const char *cmd, const char *params, struct rte_tel_data
 	rte_tel_data_add_dict_u64(d, "awaiting_reclaim", used > live ? used - live : 0);
 	rte_tel_data_add_dict_u64(d, "held_packets", held);
 	rte_tel_data_add_dict_u64(d, "hold_total", hs.cfg.hold_total);
+	/* The workers' flat index: slots taken (live or awaiting reclaim), and
+	 * live mappings that found no room in it (looked up in rte_hash). */
+	rte_tel_data_add_dict_u64(d, "flat_buckets", hs.ft.mask + 1u);
+	rte_tel_data_add_dict_u64(d, "flat_used", LD(hs.ft.used));
+	rte_tel_data_add_dict_u64(d, "overflow", LD(hs.n_overflow));
 	END(0);
 }
 

@@ -10,6 +10,7 @@
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_hash_crc.h>
 #include <rte_prefetch.h>
 
 #include "hs_arp.h"
@@ -66,11 +67,24 @@ static inline void stash(struct rte_mbuf *m, uint16_t l2, uint16_t ip_len)
 	m->hash.usr = (uint32_t)l2 << 16 | ip_len;
 }
 
-static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
+/* A flat slot's counts near their limit: into the entry (rare, atomic: the
+ * control thread reads it, another worker may fold the same slot). */
+static void __rte_noinline fold_counts(uint32_t slot, struct hs_entry *e)
+{
+	uint64_t c = __atomic_exchange_n(hs_ft_cnt_ptr(&hs.ft, slot), 0, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&e->packets, hs_ft_cnt_packets(c), __ATOMIC_RELAXED);
+	__atomic_fetch_add(&e->bytes, hs_ft_cnt_bytes(c), __ATOMIC_RELAXED);
+}
+
+/* Encapsulate @p m for host @p host_id under VNI @p flow_id, count it on its
+ * flow (in its flat slot, or in @p e for an overflow key) and queue it.
+ * @p e is touched only for an overflow key or a fold. */
+static inline void tunnel(struct hs_worker *w, uint16_t host_id, uint16_t sport, uint32_t flow_id, uint32_t slot,
+			  struct hs_entry *e, struct rte_mbuf *m)
 {
 	uint16_t l2 = (uint16_t)(m->hash.usr >> 16);
 	uint16_t ip_len = (uint16_t)m->hash.usr;
-	const struct hs_encap_tmpl *t = __atomic_load_n(&hs.hosts[e->host_id], __ATOMIC_ACQUIRE);
+	const struct hs_encap_tmpl *t = __atomic_load_n(&hs.hosts[host_id], __ATOMIC_ACQUIRE);
 
 	if (unlikely(!t))
 		return drop(w, m, HS_D_HOST_INVALID);
@@ -82,13 +96,23 @@ static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf 
 	uint8_t *hdr = (uint8_t *)rte_pktmbuf_prepend(m, (uint16_t)(HS_ENCAP_HDR_LEN - l2));
 	if (unlikely(!hdr))
 		return drop(w, m, HS_D_ENCAP_TOO_BIG);
-	hs_encap_write(hdr, t, ip_len, e->sport, e->flow_id);
+	hs_encap_write(hdr, t, ip_len, sport, flow_id);
 	m->ol_flags = 0;
-	e->packets++;
-	e->bytes += ip_len;
+	if (likely(slot != HS_FT_NONE)) {
+		if (unlikely(hs_ft_count(hs_ft_cnt_ptr(&hs.ft, slot), ip_len)))
+			fold_counts(slot, e);
+	} else {
+		e->packets++; /* an overflow key: one worker per flow, as RSS sends it */
+		e->bytes += ip_len;
+	}
 	w->stats->c[HS_C_ENCAP_PACKETS]++;
 	w->stats->c[HS_C_ENCAP_BYTES] += m->pkt_len;
 	hs_tx(w, t->port, m);
+}
+
+static void encap_send(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m)
+{
+	tunnel(w, e->host_id, e->sport, e->flow_id, e->slot, e, m);
 }
 
 /* FIN or RST from the client: the mapping goes CLOSING (removed after a timeout). */
@@ -103,6 +127,7 @@ static void hold_free_bucket(struct hs_worker *w, struct hs_entry *e, uint32_t b
 {
 	w->holds[b].n = 0;
 	w->holds[b].fin_rst = 0;
+	w->hold_bloom[w->holds[b].idx % HS_HOLD_BLOOM]--;
 	w->holds[b].next_free = w->hold_free;
 	w->hold_free = b;
 	e->hold_ref = HS_HOLD_NONE;
@@ -164,6 +189,7 @@ static void hold(struct hs_worker *w, struct hs_entry *e, struct rte_mbuf *m, ui
 		uint32_t b = w->hold_free;
 		w->hold_free = w->holds[b].next_free;
 		w->holds[b].idx = idx;
+		w->hold_bloom[idx % HS_HOLD_BLOOM]++;
 		w->holds[b].gen = e->gen;
 		w->holds[b].n = 0;
 		w->holds[b].fin_rst = 0;
@@ -194,8 +220,13 @@ static inline int reopened(struct hs_worker *w, struct hs_entry *e, uint8_t stat
 	if ((tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN)
 		return 0;
 	uint8_t closing = HS_STATE_CLOSING;
-	if (__atomic_compare_exchange_n(&e->state, &closing, HS_STATE_REOPENED, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+	if (__atomic_compare_exchange_n(&e->state, &closing, HS_STATE_REOPENED, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
 		count(w, HS_C_REOPENED);
+		/* The flow's next packets (the new handshake's ACK) must not take the fast path. */
+		uint32_t slot = __atomic_load_n(&e->slot, __ATOMIC_RELAXED);
+		if (slot != HS_FT_NONE)
+			hs_ft_val_derive(&hs.ft, slot, &e->state, hs_state_fast);
+	}
 	return 1;
 }
 
@@ -284,13 +315,73 @@ static void arp_up(struct hs_worker *w, uint16_t in, struct rte_mbuf *m)
 	hs_exception(w, m, in, HS_EXC_ARP);
 }
 
+/* What the flat table does not have: the overflow's keys (rte_hash), and
+ * what is no mapping at all (the accept path, or up as a miss). */
+static void __rte_noinline lookup_missed(struct hs_worker *w, uint16_t in, const struct hs_flow_key *keys,
+					 const uint16_t *miss, uint16_t nm, struct rte_mbuf **vm, struct hs_parsed *vp)
+{
+	const void *kp[HS_BURST];
+	void *data[HS_BURST];
+	uint64_t hits = 0;
+
+	if (__atomic_load_n(&hs.n_overflow, __ATOMIC_ACQUIRE)) {
+		for (uint16_t i = 0; i < nm; i++)
+			kp[i] = &keys[miss[i]];
+		rte_hash_lookup_bulk_data(hs.map, kp, nm, &hits, data);
+	}
+	for (uint16_t i = 0; i < nm; i++) {
+		uint16_t j = miss[i];
+		if (hits & (1ULL << i)) {
+			count(w, HS_C_OVERFLOW_HITS);
+			hs_worker_mapped(w, in, data[i], vm[j], &vp[j]);
+		} else if (vp[j].proto == IPPROTO_TCP)
+			hs_accept_segment(w, in, vm[j], &vp[j]);
+		else
+			hs_exception(w, vm[j], in, HS_EXC_MISS);
+	}
+}
+
+/*
+ * The burst's VIP packets, their buckets already on the way (process_rx):
+ * a hit whose slot says FAST, on a packet that is no SYN, FIN or RST, of a
+ * flow with nothing held here, is tunnelled from the slot alone: one cache
+ * line per packet. Everything else goes through the entry as before.
+ */
+static void lookup_and_send(struct hs_worker *w, uint16_t in, const struct hs_flow_key *keys, const uint32_t *sig,
+			    struct rte_mbuf **vm, struct hs_parsed *vp, uint16_t nv)
+{
+	const struct hs_flowtab *ft = &hs.ft;
+	uint16_t miss[HS_BURST], nm = 0;
+
+	for (uint16_t j = 0; j < nv; j++) {
+		uint64_t v;
+		uint32_t slot = hs_ft_probe(ft, hs_ft_bucket1(ft, sig[j]), &keys[j], &v);
+		if (unlikely(slot == HS_FT_NONE)) {
+			slot = hs_ft_probe(ft, hs_ft_bucket2(ft, sig[j]), &keys[j], &v);
+			if (slot == HS_FT_NONE) {
+				miss[nm++] = j;
+				continue;
+			}
+		}
+		uint32_t idx = hs_ft_val_idx(v);
+		if (likely((v & HS_FT_FAST) && !(vp[j].tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)) &&
+			   !w->hold_bloom[idx % HS_HOLD_BLOOM])) {
+			count(w, HS_C_ENCAP_FAST);
+			tunnel(w, hs_ft_val_host(v), hs_encap_sport(sig[j]), hs_ft_val_flow(v), slot, &hs.entries[idx], vm[j]);
+		} else {
+			hs_worker_mapped(w, in, &hs.entries[idx], vm[j], &vp[j]);
+		}
+	}
+	if (nm)
+		lookup_missed(w, in, keys, miss, nm, vm, vp);
+}
+
 static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts, uint16_t n)
 {
 	struct hs_flow_key keys[HS_BURST];
-	const void *kp[HS_BURST];
+	uint32_t sig[HS_BURST];
 	struct rte_mbuf *vm[HS_BURST];
 	struct hs_parsed vp[HS_BURST];
-	void *data[HS_BURST];
 	uint16_t nv = 0;
 	const struct hs_port *port = &hs.ports[in];
 	const uint32_t max_frame = (uint32_t)port->mtu + 18;
@@ -354,7 +445,8 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 			k->vip_port = p.dst_port;
 			k->proto = p.proto;
 			k->pad[0] = k->pad[1] = k->pad[2] = 0;
-			kp[nv] = k;
+			/* Hash and fetch the bucket now: the rest of the burst's parsing hides the miss. */
+			sig[nv] = hs_ft_hash(k, HS_MAP_HASH_INIT);
 			stash(m, p.l2_len, p.ip_len);
 			vp[nv] = p;
 			vm[nv++] = m;
@@ -373,21 +465,9 @@ static void process_rx(struct hs_worker *w, uint16_t in, struct rte_mbuf **pkts,
 	}
 	if (!nv)
 		return;
-	uint64_t hits = 0;
-	rte_hash_lookup_bulk_data(hs.map, kp, nv, &hits, data);
-	/* The entries are random records in a large array: fetch them all
-	 * before touching any (the hash prefetches only its own buckets). */
 	for (uint16_t j = 0; j < nv; j++)
-		if (hits & (1ULL << j))
-			rte_prefetch0(data[j]);
-	for (uint16_t j = 0; j < nv; j++) {
-		if (likely(hits & (1ULL << j)))
-			hs_worker_mapped(w, in, data[j], vm[j], &vp[j]);
-		else if (vp[j].proto == IPPROTO_TCP)
-			hs_accept_segment(w, in, vm[j], &vp[j]);
-		else
-			hs_exception(w, vm[j], in, HS_EXC_MISS);
-	}
+		rte_prefetch0(&hs.ft.b[hs_ft_bucket1(&hs.ft, sig[j])]);
+	lookup_and_send(w, in, keys, sig, vm, vp, nv);
 }
 
 static unsigned int run_commands(struct hs_worker *w)

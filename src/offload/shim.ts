@@ -294,7 +294,7 @@ export class Shim {
       n_vips: vipStructs.length,
       n_workers: checkInt(op, 'workers', o.workers ?? 1, 1, MAX_WORKERS),
       mbufs: checkInt(op, 'mbufs', o.mbufs, 1023, 1 << 24),
-      mapping_capacity: checkInt(op, 'mappingCapacity', o.mappingCapacity, 64, 1 << 26),
+      mapping_capacity: checkInt(op, 'mappingCapacity', o.mappingCapacity, 64, (1 << 26) - 4096),
       hold_flows: checkInt(op, 'holdFlows', o.holdFlows, 1, 1 << 20),
       hold_per_flow: checkInt(op, 'holdPerFlow', o.holdPerFlow, 1, 64),
       hold_total: checkInt(op, 'holdTotal', o.holdTotal, 1, 1 << 22),

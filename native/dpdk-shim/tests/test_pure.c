@@ -2,6 +2,7 @@
  * Unit tests of the pure stages (parse, ARP, VXLAN encapsulation) on plain
  * buffers. Prints TAP; exit status 1 when any check fails.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -14,6 +15,9 @@
 #include "hs_siphash.h"
 #include "hs_cookie.h"
 #include "hs_tcp.h"
+#include "hs_flowtab.h"
+#include <stdlib.h>
+#include <rte_hash_crc.h>
 
 static int n_test, n_fail;
 
@@ -291,6 +295,100 @@ static void test_tcp(void)
 	      "tagged RST without options");
 }
 
+static int fast_active(uint8_t s) { return s == 2; }
+
+/* The flat flow table on plain memory: the workers' index (hs_flowtab.h). */
+static void test_flowtab(void)
+{
+	struct hs_flowtab t;
+	uint32_t nb = 8;
+	void *mem = aligned_alloc(64, hs_ft_memsize(nb));
+	memset(mem, 0, hs_ft_memsize(nb));
+	CHECK(hs_ft_init(&t, mem, 6) == -EINVAL, "flowtab: a bucket count that is no power of two is refused");
+	CHECK(hs_ft_init(&t, mem, nb) == 0, "flowtab: init over 8 buckets");
+	CHECK(sizeof(struct hs_ft_bucket) == 64, "flowtab: a bucket is one cache line");
+	CHECK(hs_ft_buckets_for(65536) == 131072 && hs_ft_buckets_for(1000000) == 2097152 &&
+	      hs_ft_buckets_for(1u << 30) == (1u << 24), "flowtab: twice the capacity in buckets, a power of two, at most 2^24");
+
+	uint64_t v = hs_ft_val(HS_FT_MAX_IDX - 1, 4095, 0xabcdef, 1);
+	CHECK(hs_ft_val_idx(v) == HS_FT_MAX_IDX - 1 && hs_ft_val_host(v) == 4095 && hs_ft_val_flow(v) == 0xabcdef &&
+	      (v & HS_FT_VALID) && (v & HS_FT_FAST), "flowtab: value word fields round-trip at their limits");
+	v = hs_ft_val(7, 3, 0, 0);
+	CHECK(hs_ft_val_idx(v) == 7 && hs_ft_val_host(v) == 3 && !(v & HS_FT_FAST), "flowtab: value word without FAST");
+
+	/* Keys whose first bucket is the same: the third goes to its second bucket, a fifth finds no room. */
+	struct hs_flow_key k[64];
+	uint32_t sig[64], n = 0;
+	memset(k, 0, sizeof(k));
+	for (uint32_t i = 0; n < 64 && i < 100000; i++) {
+		struct hs_flow_key c = { .client_ip = 0x0a000000u + i, .vip = 0x0a0000fe, .client_port = 1000, .vip_port = 80, .proto = 6 };
+		uint32_t h = rte_hash_crc(&c, sizeof(c), 0x5eed);
+		if ((h & t.mask) != 0)
+			continue;
+		k[n] = c;
+		sig[n++] = h;
+	}
+	CHECK(n == 64, "flowtab: 64 keys hashing to bucket 0");
+	uint32_t s0 = hs_ft_reserve(&t, &k[0], sig[0]);
+	uint64_t got = 0;
+	CHECK(s0 == 0 && hs_ft_find(&t, &k[0], sig[0], &got) == HS_FT_NONE, "flowtab: a reserved slot is not visible");
+	hs_ft_publish(&t, s0, hs_ft_val(1, 1, 101, 1));
+	CHECK(hs_ft_find(&t, &k[0], sig[0], &got) == s0 && hs_ft_val_flow(got) == 101, "flowtab: published, found in its first bucket");
+	uint32_t s1 = hs_ft_reserve(&t, &k[1], sig[1]);
+	hs_ft_publish(&t, s1, hs_ft_val(2, 1, 102, 1));
+	CHECK(s1 == 1, "flowtab: second key in the first bucket's other way");
+	/* The third and fourth keys: bucket 0 is full, so each goes to its second bucket, if that has room. */
+	uint32_t placed = 0, over = 0, wrong = 0;
+	for (uint32_t i = 2; i < 64; i++) {
+		uint32_t s = hs_ft_reserve(&t, &k[i], sig[i]);
+		if (s == HS_FT_NONE) {
+			over++;
+			continue;
+		}
+		hs_ft_publish(&t, s, hs_ft_val(10 + i, 1, 100 + i, 1));
+		got = 0;
+		wrong += s / HS_FT_WAYS != hs_ft_bucket2(&t, sig[i]) || hs_ft_find(&t, &k[i], sig[i], &got) != s ||
+			 hs_ft_val_flow(got) != 100 + i;
+		placed++;
+	}
+	CHECK(wrong == 0, "flowtab: each later key in its second bucket, and found there");
+	CHECK(placed == 2 * (nb - 1) && over == 62 - placed, "flowtab: the other buckets filled (%u placed), the rest refused (%u)", placed, over);
+	CHECK(hs_ft_bucket2(&t, sig[0]) != hs_ft_bucket1(&t, sig[0]), "flowtab: the second bucket is never the first");
+
+	/* Removal: gone for readers, slot still taken until reclaimed. */
+	hs_ft_remove(&t, s0);
+	CHECK(hs_ft_find(&t, &k[0], sig[0], &got) == HS_FT_NONE, "flowtab: a removed key is not found");
+	CHECK(hs_ft_reserve(&t, &k[0], sig[0]) == HS_FT_NONE, "flowtab: a removed slot is not reused before reclaim");
+	uint32_t used = t.used;
+	hs_ft_reclaim(&t, s0);
+	CHECK(t.used == used - 1, "flowtab: reclaim frees the slot");
+	uint32_t s0b = hs_ft_reserve(&t, &k[0], sig[0]);
+	CHECK(s0b == s0, "flowtab: a reclaimed slot is taken again");
+	hs_ft_unreserve(&t, s0b);
+	CHECK(t.used == used - 1 && hs_ft_find(&t, &k[0], sig[0], &got) == HS_FT_NONE, "flowtab: unreserve gives it back");
+
+	/* FAST follows the state; the host is replaced in place. */
+	uint8_t state = 3;
+	hs_ft_val_derive(&t, s1, &state, fast_active);
+	hs_ft_find(&t, &k[1], sig[1], &got);
+	CHECK(!(got & HS_FT_FAST) && hs_ft_val_flow(got) == 102, "flowtab: FAST cleared for a state that may not forward");
+	state = 2;
+	hs_ft_val_derive(&t, s1, &state, fast_active);
+	hs_ft_val_set_host(&t, s1, 77);
+	hs_ft_find(&t, &k[1], sig[1], &got);
+	CHECK((got & HS_FT_FAST) && hs_ft_val_host(got) == 77 && hs_ft_val_idx(got) == 2, "flowtab: FAST set again, host replaced, rest kept");
+
+	/* Counts: packets low, bytes high; the fold is asked for at 2^23 packets. */
+	uint64_t *c = hs_ft_cnt_ptr(&t, s1);
+	CHECK(*c == 0 && !hs_ft_count(c, 1500) && !hs_ft_count(c, 40), "flowtab: counting");
+	CHECK(hs_ft_cnt_packets(*c) == 2 && hs_ft_cnt_bytes(*c) == 1540, "flowtab: 2 packets, 1540 bytes");
+	*c = (HS_FT_CNT_FOLD - 2) | (uint64_t)123 << HS_FT_CNT_PKT_BITS;
+	CHECK(!hs_ft_count(c, 65535), "flowtab: no fold below 2^23 packets");
+	CHECK(hs_ft_count(c, 65535), "flowtab: fold at 2^23 packets");
+	CHECK(hs_ft_cnt_bytes(*c) == 123 + 2 * 65535ull, "flowtab: bytes intact next to a full packet field");
+	free(mem);
+}
+
 int main(void)
 {
 	printf("TAP version 13\n");
@@ -301,6 +399,7 @@ int main(void)
 	test_siphash();
 	test_cookie();
 	test_tcp();
+	test_flowtab();
 	printf("1..%d\n", n_test);
 	return n_fail ? 1 : 0;
 }
