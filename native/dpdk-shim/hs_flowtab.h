@@ -25,7 +25,6 @@
 
 #include <stdint.h>
 #include <string.h>
-#include <rte_hash_crc.h>
 
 /* Mapping key, network byte order; padding zeroed so it hashes stably.
  * 8-aligned: rte_hash_crc reads the key as uint64_t words (a misaligned load
@@ -38,17 +37,6 @@ struct hs_flow_key {
 	uint8_t proto;
 	uint8_t pad[3];
 } __attribute__((aligned(8)));
-
-/* rte_hash_crc over the key, as rte_hash computes it (8-byte words in
- * order), reading the key through memcpy: rte_hash_crc's uint64_t loads of
- * a key just written through its uint32_t/uint16_t fields may be moved
- * before those stores (strict aliasing), which gave wrong hashes at -O3. */
-static inline uint32_t hs_ft_hash(const struct hs_flow_key *k, uint32_t init)
-{
-	uint64_t w[2];
-	memcpy(w, k, sizeof(w));
-	return rte_hash_crc_8byte(w[1], rte_hash_crc_8byte(w[0], init));
-}
 
 #define HS_FT_WAYS 2
 #define HS_FT_NONE UINT32_MAX

@@ -18,6 +18,7 @@
 #include "hs_cookie.h"
 #include "hs_parse.h"
 #include "hs_flowtab.h"
+#include <rte_hash_crc.h>
 
 #define HS_BURST 32
 #define HS_PREFETCH_AHEAD 3
@@ -25,6 +26,17 @@
 #define HS_HOLD_BLOOM 1024
 /* rte_hash and the flat table hash keys alike (the outer UDP source port comes from it). */
 #define HS_MAP_HASH_INIT 0x5eed
+
+/* rte_hash_crc over the key, as rte_hash computes it (8-byte words in
+ * order), reading the key through memcpy: rte_hash_crc's uint64_t loads of
+ * a key just written through its uint32_t/uint16_t fields may be moved
+ * before those stores (strict aliasing), which gave wrong hashes at -O3. */
+static inline uint32_t hs_ft_hash(const struct hs_flow_key *k, uint32_t init)
+{
+	uint64_t w[2];
+	memcpy(w, k, sizeof(w));
+	return rte_hash_crc_8byte(w[1], rte_hash_crc_8byte(w[0], init));
+}
 /* Segments a frozen accepted connection keeps while the control thread decides. */
 #define HS_CONN_HOLD 8
 
