@@ -4,7 +4,7 @@
 import t from 'tap';
 import { FlowState, PacketBurst, Shim, ShimError } from '../src/offload';
 import { buildArpRequest, buildTcp, padFrame, parseFrame, TCP_ACK, TCP_PSH } from '../src/net';
-import { startShim, waitFor, sleep, TEST_EAL } from './lib/harness';
+import { startShim, waitFor, sleep, TEST_EAL, ringInjectFrames, ringCollect } from './lib/harness';
 import { CLIENT, HOST1, LB, VIP } from './lib/topology';
 
 const shim = startShim({
@@ -27,24 +27,9 @@ if (typeof shim === 'string') {
   const burst = new PacketBurst(128);
   const out = new PacketBurst(128);
   const total = () => shim.counters().total;
-  const inject = (frames: Buffer[]) => {
-    burst.clear();
-    for (const f of frames) burst.add(f);
-    return shim.ringInject(0, burst);
-  };
+  const inject = (frames: Buffer[]) => ringInjectFrames(shim, 0, burst, frames);
   /** Drain until `n` frames came out (or a short grace when n is 0); returns them. */
-  const collect = async (n: number): Promise<Buffer[]> => {
-    const got: Buffer[] = [];
-    const take = () => {
-      shim.ringDrain(0, out);
-      for (let i = 0; i < out.count; i++) got.push(Buffer.from(out.frame(i)));
-      return got.length >= n && n > 0;
-    };
-    await waitFor(take, 2000);
-    await sleep(20);
-    take();
-    return got;
-  };
+  const collect = (n: number) => ringCollect(shim, 0, out, n);
   const innerSeq = (f: Buffer) => parseFrame(f).vxlan!.inner.tcp!.seq;
 
   t.test('PENDING holds packets, ACTIVE releases them in order before new ones', async (t) => {

@@ -8,7 +8,7 @@ import { FlowState, PacketBurst } from '../src/offload';
 import { buildTcp, parseFrame, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from '../src/net';
 import { crc32c } from '../src/transfer/crc32c';
 import { ipv4FromString } from '../src/net/packet';
-import { startShim, waitFor, sleep } from './lib/harness';
+import { startShim, ringInjectFrames, ringCollect } from './lib/harness';
 import { CLIENT, HOST1, HOST2, LB, VIP } from './lib/topology';
 
 // 64 mappings: 128 buckets of 2 slots (hs_ft_buckets_for), small enough to fill two buckets on purpose.
@@ -53,20 +53,10 @@ if (typeof shim === 'string') {
   const burst = new PacketBurst(64);
   const out = new PacketBurst(64);
   const total = () => shim.counters().total;
-  const send = async (frames: Buffer[], expect: number): Promise<Buffer[]> => {
-    burst.clear();
-    for (const f of frames) burst.add(f);
-    shim.ringInject(0, burst);
-    const got: Buffer[] = [];
-    const take = () => {
-      shim.ringDrain(0, out);
-      for (let i = 0; i < out.count; i++) got.push(Buffer.from(out.frame(i)));
-      return got.length >= expect && expect > 0;
-    };
-    await waitFor(take, 2000);
-    await sleep(20);
-    take();
-    return got;
+  /** Inject `frames`, then collect until `expect` came out (ringCollect). */
+  const send = (frames: Buffer[], expect: number) => {
+    ringInjectFrames(shim, 0, burst, frames);
+    return ringCollect(shim, 0, out, expect);
   };
   const delta = (a: Record<string, bigint>, b: Record<string, bigint>, k: string) => Number(b[k]! - a[k]!);
 

@@ -57,11 +57,6 @@ void hs_ft_publish(struct hs_flowtab *t, uint32_t slot, uint64_t val)
 	__atomic_store_n(hs_ft_val_ptr(t, slot), val, __ATOMIC_RELEASE);
 }
 
-void hs_ft_unreserve(struct hs_flowtab *t, uint32_t slot)
-{
-	hs_ft_reclaim(t, slot);
-}
-
 void hs_ft_remove(struct hs_flowtab *t, uint32_t slot)
 {
 	__atomic_store_n(hs_ft_val_ptr(t, slot), HS_FT_TOMB, __ATOMIC_RELEASE);

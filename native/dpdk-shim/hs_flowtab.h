@@ -90,10 +90,6 @@ static inline int hs_ft_key_eq(const struct hs_flow_key *a, const struct hs_flow
 	return x[0] == y[0] && x[1] == y[1];
 }
 
-static inline struct hs_ft_bucket *hs_ft_bucket_of(const struct hs_flowtab *t, uint32_t slot)
-{
-	return &t->b[slot / HS_FT_WAYS];
-}
 static inline uint64_t *hs_ft_val_ptr(const struct hs_flowtab *t, uint32_t slot)
 {
 	return &t->b[slot / HS_FT_WAYS].val[slot % HS_FT_WAYS];
@@ -160,13 +156,10 @@ uint32_t hs_ft_reserve(struct hs_flowtab *t, const struct hs_flow_key *k, uint32
 /** Make a reserved slot visible with value @p val (built by hs_ft_val). Writer only. */
 void hs_ft_publish(struct hs_flowtab *t, uint32_t slot, uint64_t val);
 
-/** Give back a reserved slot never published. Writer only. */
-void hs_ft_unreserve(struct hs_flowtab *t, uint32_t slot);
-
 /** Unpublish a slot: readers stop finding it; it stays taken until hs_ft_reclaim. Writer only. */
 void hs_ft_remove(struct hs_flowtab *t, uint32_t slot);
 
-/** Free a removed slot once no reader can hold it (after an RCU grace period). Writer only. */
+/** Free a slot: one removed, once no reader can hold it (after an RCU grace period), or one reserved and never published. Writer only. */
 void hs_ft_reclaim(struct hs_flowtab *t, uint32_t slot);
 
 /**

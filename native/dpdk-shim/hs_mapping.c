@@ -187,7 +187,7 @@ int hs_mapping_insert(const struct hs_mapping *m)
 		if (slot == HS_FT_NONE)
 			__atomic_store_n(&hs.n_overflow, hs.n_overflow - 1, __ATOMIC_SEQ_CST);
 		else
-			hs_ft_unreserve(&hs.ft, slot);
+			hs_ft_reclaim(&hs.ft, slot);
 		hs.free_idx[hs.n_free++] = idx;
 		return hs_fail(rc == -ENOSPC ? -ENOSPC : -EINVAL, "mapping insert: %s", rte_strerror(-rc));
 	}

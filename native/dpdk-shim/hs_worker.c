@@ -355,13 +355,10 @@ static void lookup_and_send(struct hs_worker *w, uint16_t in, const struct hs_fl
 
 	for (uint16_t j = 0; j < nv; j++) {
 		uint64_t v;
-		uint32_t slot = hs_ft_probe(ft, hs_ft_bucket1(ft, sig[j]), &keys[j], &v);
+		uint32_t slot = hs_ft_find(ft, &keys[j], sig[j], &v);
 		if (unlikely(slot == HS_FT_NONE)) {
-			slot = hs_ft_probe(ft, hs_ft_bucket2(ft, sig[j]), &keys[j], &v);
-			if (slot == HS_FT_NONE) {
-				miss[nm++] = j;
-				continue;
-			}
+			miss[nm++] = j;
+			continue;
 		}
 		uint32_t idx = hs_ft_val_idx(v);
 		if (likely((v & HS_FT_FAST) && !(vp[j].tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)) &&

@@ -42,3 +42,27 @@ export async function firstRingFrame(shim: Shim, port: number, ms = 5000, out = 
     return out.count ? Buffer.from(out.frame(0)) : undefined;
   }, ms, 1);
 }
+
+/** Put `frames` into ring port `port` (through `burst`, cleared first). @returns how many the shim took. */
+export function ringInjectFrames(shim: Shim, port: number, burst: PacketBurst, frames: Buffer[]): number {
+  burst.clear();
+  for (const f of frames) burst.add(f);
+  return shim.ringInject(port, burst);
+}
+
+/**
+ * Drain ring port `port` until `n` frames came out (at most 2 s), then 20 ms
+ * more so a frame too many shows (with n = 0 only that grace): copies of all.
+ */
+export async function ringCollect(shim: Shim, port: number, out: PacketBurst, n: number): Promise<Buffer[]> {
+  const got: Buffer[] = [];
+  const take = () => {
+    shim.ringDrain(port, out);
+    for (let i = 0; i < out.count; i++) got.push(Buffer.from(out.frame(i)));
+    return got.length >= n && n > 0;
+  };
+  await waitFor(take, 2000);
+  await sleep(20);
+  take();
+  return got;
+}
