@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential pkg-config libdpdk-dev dpdk dpdk-dev libpcap-dev
   iproute2 nftables curl ethtool openssl wrk
-  haproxy hping3 clang libclang-rt-14-dev llvm libbpf-dev bird2 nginx python3
+  haproxy hping3 clang libclang-rt-14-dev llvm libbpf-dev bird2 nginx python3 dpdk-doc
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

@@ -53,13 +53,53 @@ export function prng(seed: number): () => number {
  * tx_pcap, so the PMD frees what is transmitted), no hugepages, no shared
  * config, lcore 0 = main thread, lcore 1 = the single forwarding core.
  */
-export function ealArgs(pcapPath: string, memMb: number, hugepages = false): string[] {
-  if (/[,=\s]/.test(pcapPath)) throw new Error(`pcap path '${pcapPath}' must not contain ',', '=' or spaces (vdev devargs syntax)`);
+export function ealArgs(pcapPaths: string | string[], memMb: number, hugepages = false, opts: EalOptions = {}): string[] {
+  const files = typeof pcapPaths === 'string' ? [pcapPaths] : pcapPaths;
+  for (const f of files) {
+    if (/[,=\s]/.test(f)) throw new Error(`pcap path '${f}' must not contain ',', '=' or spaces (vdev devargs syntax)`);
+  }
+  const workers = opts.workers ?? 1;
   return [
-    '--vdev', `${PCAP_DEVICE},rx_pcap=${pcapPath},infinite_rx=1`,
+    // One RX queue per rx_pcap (the PMD has no RSS: the driver splits the
+    // flows between the files instead); as many TX queues, which drop.
+    '--vdev', `${PCAP_DEVICE},${files.map((f) => `rx_pcap=${f}`).join(',')},infinite_rx=1`,
+    ...(opts.extraVdevs ?? []).flatMap((v) => ['--vdev', v]),
     ...(hugepages ? ['--in-memory'] : ['--no-huge', '--no-shconf']),
-    '-m', String(memMb), '--no-pci', '-l', '0,1', '--no-telemetry',
+    '-m', String(memMb), '--no-pci',
+    // Worker lcores 1..N: lcore 1 on CPU 1, any further one on CPU 0, which
+    // it shares with the main (control) thread on this 2-CPU machine.
+    ...(opts.lcores ? ['-l', opts.lcores] : workers === 1 ? ['-l', '0,1'] : ['--lcores', ['0@0', '1@1', ...Array.from({ length: workers - 1 }, (_, k) => `${k + 2}@0`)].join(',')]),
+    ...(opts.telemetry ? ['--file-prefix', opts.filePrefix ?? `handoff-fastpath-${process.pid}`] : ['--no-telemetry']),
   ];
+}
+
+export interface EalOptions {
+  /** Forwarding lcores (default 1). */
+  workers?: number;
+  /** EAL's -l instead (overrides workers). */
+  lcores?: string;
+  /** More --vdev arguments (l3fwd's null TX port). */
+  extraVdevs?: string[];
+  /** Keep EAL's telemetry socket (default off); it lives in /var/run/dpdk/<filePrefix>/. */
+  telemetry?: boolean;
+  filePrefix?: string;
+}
+
+/** A benchmark set-up that did not work: reported as a failure, never as a figure. */
+export class BenchError extends Error {
+  override name = 'BenchError';
+}
+
+/** The pid of a child of `ppid` (timeout(1)'s only child is the DPDK process), from /proc. */
+export function childOf(ppid: number): number | undefined {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) return Number(d);
+    } catch { /* exited meanwhile */ }
+  }
+  return undefined;
 }
 
 /**
@@ -89,6 +129,8 @@ export function ensureHugepages(needMb: number): boolean {
 
 /** The name DPDK 22.11 gives the thread of worker lcore 1, in the shim and in testpmd. */
 export const WORKER_THREAD = 'rte-worker-1';
+/** ... and of worker lcore n. */
+export const workerThread = (n: number): string => `rte-worker-${n}`;
 /** USER_HZ: /proc's unit of CPU time on every Linux architecture that matters here. */
 const CLK_TCK = 100;
 
@@ -113,7 +155,9 @@ export function threadCpuSeconds(pid: number, comm: string): number | undefined 
 
 /** Parameters the driver hands the shim child (JSON in argv[2]). */
 export interface ChildConfig {
-  pcap: string;
+  /** One pcap per worker (its RX queue). */
+  pcaps: string[];
+  workers: number;
   flows: number;
   seconds: number;
   warmupSeconds: number;
@@ -133,5 +177,7 @@ export type ChildMessage =
     type: 'result'; elapsedS: number; delta: Record<string, number>;
     /** CPU time of the worker thread over the window / elapsedS (undefined: thread not found). */
     cpuShare?: number;
+    /** Hardware cache misses of the worker threads over the window (undefined: perf cannot count here). */
+    cacheMisses?: number;
   }
   | { type: 'error'; message: string };

@@ -1,7 +1,13 @@
 // Fast-path benchmark: packets per second of the shim's worker (one core,
 // busy-polling, every packet a mapped ACTIVE flow tunnelled to its host) next
-// to dpdk-testpmd's 5tswap forwarding on the same input, as a reference for
-// "parse a frame and rewrite its headers" on this machine.
+// to two references on the same input, rounds alternating:
+// - dpdk-testpmd's 5tswap forwarding: "parse a frame and rewrite its headers"
+//   with no lookup, the ceiling on this machine;
+// - DPDK's l3fwd example in exact-match mode with the same 1M flows as rules
+//   (l3fwd.ts): the matched peer, a 1M-entry rte_hash lookup per packet.
+// Then the shim again with 2 workers, the pcap's flows split over two RX
+// queues as RSS would (the pcap PMD has no RSS of its own). On a 2-CPU machine
+// the second worker shares CPU 0 with the control thread.
 //
 // Both read the same pcap through the pcap PMD with infinite_rx (it replays
 // the file from mbufs forever) and transmit into the PMD's drop path. The
@@ -13,11 +19,16 @@
 // --packets / FASTPATH_PACKETS (65536), --seconds / FASTPATH_SECONDS (5),
 // --rounds / FASTPATH_ROUNDS (3), --mem / FASTPATH_MEM_MB (3072),
 // --testpmd / FASTPATH_TESTPMD (/usr/bin/dpdk-testpmd),
+// --l3fwd / FASTPATH_L3FWD (built from dpdk-doc's sources when not given),
+// --workers / FASTPATH_WORKERS (2: measure the shim with 1..N workers),
 // --keep-pcap / FASTPATH_KEEP_PCAP=1.
 //
-// The last line is `fastpath_ratio_vs_5tswap=R`. Nothing here asserts on
-// timings: it fails only when a run does not work (no traffic, packets not
-// hitting their mappings, a process dying, a phase not finishing).
+// The last line is `fastpath_ratio_vs_5tswap=R1 fastpath_ratio_vs_l3fwd_em=R2`
+// and the per-worker rates, then the cache misses per packet from perf where
+// the machine has hardware counters (`NA` where it has none). Nothing here
+// asserts on timings: it fails only when a run does not work (no traffic,
+// packets not hitting their mappings or rules, a process dying, a phase not
+// finishing).
 import { ChildProcess, fork, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,9 +36,11 @@ import path from 'node:path';
 import { TCP_ACK, TCP_PSH, buildTcp, padFrame } from '../../src/net/packet';
 import { PcapWriter } from '../../src/net/pcap';
 import {
-  CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort,
-  ensureHugepages, prng, threadCpuSeconds,
+  BenchError, CLIENT_MAC, ChildConfig, ChildMessage, LB, MAX_FLOWS, VIP, WORKER_THREAD, childOf, ealArgs, flowClientIp,
+  flowClientPort, ensureHugepages, prng, threadCpuSeconds,
 } from './common';
+import { L3fwdResult, ensureL3fwd, runL3fwd, writeL3fwdRules } from './l3fwd';
+import { perfCacheMisses } from './perf';
 import { killAll, killChildrenOnExit, live, Tail } from '../lib/processes';
 
 interface Options {
@@ -38,11 +51,9 @@ interface Options {
   memMb: number;
   hugepages: boolean;
   testpmd: string;
+  l3fwd?: string;
+  workers: number;
   keepPcap: boolean;
-}
-
-class BenchError extends Error {
-  override name = 'BenchError';
 }
 
 function intOption(name: string, env: string, def: number, min: number, max: number): number {
@@ -58,11 +69,12 @@ function intOption(name: string, env: string, def: number, min: number, max: num
 
 function parseOptions(): Options {
   for (const a of process.argv.slice(2)) {
-    if (!/^--(flows|packets|seconds|rounds|mem|testpmd)=.|^--keep-pcap$|^--no-hugepages$/.test(a)) {
+    if (!/^--(flows|packets|seconds|rounds|mem|testpmd|l3fwd|workers)=.|^--keep-pcap$|^--no-hugepages$/.test(a)) {
       throw new BenchError(`unknown argument '${a}' (see the header of bench/fastpath/run.ts)`);
     }
   }
   const flag = process.argv.slice(2).find((a) => a.startsWith('--testpmd='));
+  const l3fwd = process.argv.slice(2).find((a) => a.startsWith('--l3fwd='))?.slice('--l3fwd='.length) ?? process.env.FASTPATH_L3FWD;
   return {
     flows: intOption('flows', 'FASTPATH_FLOWS', 1_000_000, 64, MAX_FLOWS),
     packets: intOption('packets', 'FASTPATH_PACKETS', 65536, 1, 1 << 22),
@@ -72,6 +84,8 @@ function parseOptions(): Options {
     // Hugepages unless refused (--no-hugepages / FASTPATH_HUGEPAGES=0) or not available.
     hugepages: !process.argv.includes('--no-hugepages') && process.env.FASTPATH_HUGEPAGES !== '0',
     testpmd: flag ? flag.slice('--testpmd='.length) : (process.env.FASTPATH_TESTPMD || '/usr/bin/dpdk-testpmd'),
+    l3fwd: l3fwd || undefined,
+    workers: intOption('workers', 'FASTPATH_WORKERS', 2, 1, 4),
     keepPcap: process.argv.includes('--keep-pcap') || process.env.FASTPATH_KEEP_PCAP === '1',
   };
 }
@@ -108,6 +122,8 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 interface PcapInfo {
   file: string;
+  /** The same packets split by flow over n files, one per RX queue: split[n] for n workers. */
+  split: Record<number, string[]>;
   dir: string;
   packets: number;
   distinctFlows: number;
@@ -129,6 +145,12 @@ function generatePcap(o: Options): PcapInfo {
   let distinct = 0;
   let bytes = 0;
   const w = new PcapWriter(file);
+  const split: Record<number, string[]> = {};
+  const splitWriters: Record<number, PcapWriter[]> = {};
+  for (let n = 2; n <= o.workers; n++) {
+    split[n] = Array.from({ length: n }, (_, q) => path.join(dir, `clients-q${q}of${n}.pcap`));
+    splitWriters[n] = split[n]!.map((f) => new PcapWriter(f));
+  }
   try {
     for (let k = 0; k < o.packets; k++) {
       const f = Math.floor(rnd() * o.flows);
@@ -148,11 +170,14 @@ function generatePcap(o: Options): PcapInfo {
       const out = padFrame(frame, 64);
       bytes += out.length;
       w.write(out);
+      // RSS keeps a flow on one queue: so does the split.
+      for (const ws of Object.values(splitWriters)) ws[f % ws.length]!.write(out);
     }
   } finally {
     w.close();
+    for (const ws of Object.values(splitWriters)) for (const x of ws) x.close();
   }
-  return { file, dir, packets: o.packets, distinctFlows: distinct, avgFrameBytes: bytes / o.packets };
+  return { file, split, dir, packets: o.packets, distinctFlows: distinct, avgFrameBytes: bytes / o.packets };
 }
 
 /**
@@ -160,8 +185,8 @@ function generatePcap(o: Options): PcapInfo {
  * RX queue is set up; on top of that come the RX/TX descriptors, the per-lcore
  * mempool caches and bursts in flight.
  */
-function mbufsFor(packets: number): number {
-  return packets + 8192;
+function mbufsFor(packets: number, workers = 1): number {
+  return packets + 8192 * workers;
 }
 
 // ------------------------------------------------------------------ handoff
@@ -171,13 +196,15 @@ interface HandoffResult {
   hitRatio: number;
   elapsedS: number;
   cpuShare?: number;
+  cacheMisses?: number;
   loaded: Extract<ChildMessage, { type: 'loaded' }>;
   delta: Record<string, number>;
 }
 
-async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
+async function runHandoff(o: Options, pcap: PcapInfo, workers = 1): Promise<HandoffResult> {
   const cfg: ChildConfig = {
-    pcap: pcap.file, flows: o.flows, seconds: o.seconds, warmupSeconds: 1, memMb: o.memMb, mbufs: mbufsFor(o.packets), hugepages: o.hugepages,
+    pcaps: workers === 1 ? [pcap.file] : pcap.split[workers]!, workers,
+    flows: o.flows, seconds: o.seconds, warmupSeconds: 1, memMb: o.memMb, mbufs: mbufsFor(o.packets, workers), hugepages: o.hugepages,
   };
   const tail = new Tail();
   // silent: EAL's start-up chatter is kept for error messages, not shown.
@@ -232,7 +259,9 @@ async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
         `nonzero drop/exception counters: ${problems.join(' ') || '(none)'}`);
     }
     if (problems.length) process.stderr.write(`fastpath: warning: handoff counters: ${problems.join(' ')}\n`);
-    return { pps: rx / res.elapsedS, hitRatio, elapsedS: res.elapsedS, cpuShare: res.cpuShare, loaded, delta: res.delta };
+    return {
+      pps: rx / res.elapsedS, hitRatio, elapsedS: res.elapsedS, cpuShare: res.cpuShare, cacheMisses: res.cacheMisses, loaded, delta: res.delta,
+    };
   } catch (err) {
     if (err instanceof BenchError) err.message += `\n  shim child output (last lines):\n${tail.text()}`;
     throw err;
@@ -244,18 +273,6 @@ async function runHandoff(o: Options, pcap: PcapInfo): Promise<HandoffResult> {
 }
 
 // ------------------------------------------------------------------ testpmd
-
-/** The pid of a child of `ppid` (timeout's only child is testpmd), from /proc. */
-function childOf(ppid: number): number | undefined {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) return Number(d);
-    } catch { /* exited meanwhile */ }
-  }
-  return undefined;
-}
 
 interface TestpmdResult {
   pps: number;
@@ -357,39 +374,66 @@ function cpuNote(share: number | undefined): string {
   return share < 0.95 ? `WARNING: the forwarding thread had only ${pct} of its core (other load or steal): rate is low` : `core ${pct}`;
 }
 
+/** Cache misses per packet, or NA when perf cannot count them here. */
+function missesPerPacket(misses: number | undefined, pps: number, seconds: number): string {
+  return misses === undefined ? 'NA' : (misses / (pps * seconds)).toFixed(2);
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) process.stderr.write('fastpath: warning: not root; DPDK will probably fail\n');
   const o = parseOptions();
   if (os.cpus().length < 2) throw new BenchError('needs 2 CPUs (lcore 0 = main, lcore 1 = the forwarding core)');
+  const l3fwdBin = ensureL3fwd(o.l3fwd);
 
   const tGen = Date.now();
   const pcap = generatePcap(o);
   console.log(`fastpath: ${pcap.packets} packets (avg ${pcap.avgFrameBytes.toFixed(1)} B/frame) to ${VIP.ip}:${VIP.port}, ` +
     `drawn from ${o.flows} flows (${pcap.distinctFlows} distinct in the pcap); ${pcap.file} in ${Date.now() - tGen} ms`);
+  const removePcap = () => { fs.rmSync(pcap.dir, { recursive: true, force: true }); };
+  if (!o.keepPcap) live.add(removePcap);
+  const rules = writeL3fwdRules(pcap.dir, o.flows);
   if (o.hugepages && !ensureHugepages(o.memMb + 128)) {
-    console.log('fastpath: hugepages unavailable (needs root); running with --no-huge (4 KiB pages: slower table lookups for both engines)');
+    console.log('fastpath: hugepages unavailable (needs root); running with --no-huge (4 KiB pages: slower table lookups for every engine)');
     o.hugepages = false;
   }
   if (!o.hugepages && o.memMb < 3072) o.memMb = 3072; // 4 KiB pages: an mbuf cannot cross one, so the pool doubles
-  console.log(`fastpath: ${o.hugepages ? '2 MiB hugepages' : 'no hugepages'}`);
-  console.log(`fastpath: ${o.rounds} round(s) of ${o.seconds} s each, one forwarding core (lcore 1), pool ${mbufsFor(o.packets)} mbufs, -m ${o.memMb}`);
+  console.log(`fastpath: ${o.hugepages ? '2 MiB hugepages' : 'no hugepages'}; l3fwd ${l3fwdBin}`);
+  console.log(`fastpath: ${o.rounds} round(s) of ${o.seconds} s each, one forwarding core (lcore 1) unless said, pool ${mbufsFor(o.packets)} mbufs, -m ${o.memMb}`);
+  const perf = perfCacheMisses();
+  console.log(`fastpath: cache misses per packet: ${perf.ok ? 'perf stat -e cache-misses on the forwarding threads' : `not measured, ${perf.reason}`}`);
 
-  const removePcap = () => { fs.rmSync(pcap.dir, { recursive: true, force: true }); };
-  if (!o.keepPcap) live.add(removePcap);
   const handoff: HandoffResult[] = [];
+  const multi: Record<number, HandoffResult[]> = {};
+  const l3fwd: L3fwdResult[] = [];
   const testpmd: TestpmdResult[] = [];
+  const handoffLine = (r: number, label: string, h: HandoffResult) => {
+    const rx = h.delta.rx_packets ?? 0;
+    console.log(`round ${r}: ${label} ${mpps(h.pps)} Mpps (hit ${(h.hitRatio * 100).toFixed(3)}%, ` +
+      `fast path ${((h.delta.encap_fast ?? 0) / rx * 100).toFixed(2)}%, overflow ${((h.delta.overflow_hits ?? 0) / rx * 100).toFixed(2)}%, ` +
+      `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms; ` +
+      `cache misses/packet ${missesPerPacket(h.cacheMisses, h.pps, o.seconds)}; ${cpuNote(h.cpuShare)})`);
+  };
   try {
     for (let r = 1; r <= o.rounds; r++) {
       const h = await runHandoff(o, pcap);
       handoff.push(h);
-      const rx = h.delta.rx_packets ?? 0;
-      console.log(`round ${r}: handoff ${mpps(h.pps)} Mpps (hit ${(h.hitRatio * 100).toFixed(3)}%, ` +
-        `fast path ${((h.delta.encap_fast ?? 0) / rx * 100).toFixed(2)}%, overflow ${((h.delta.overflow_hits ?? 0) / rx * 100).toFixed(2)}%, ` +
-        `${o.flows} mappings inserted in ${h.loaded.insertMs.toFixed(0)} ms; ${cpuNote(h.cpuShare)})`);
+      handoffLine(r, 'handoff', h);
+      const e = await runL3fwd({
+        bin: l3fwdBin, pcap: pcap.file, rules, memMb: o.memMb, hugepages: o.hugepages, seconds: o.seconds, packets: o.packets,
+      });
+      l3fwd.push(e);
+      console.log(`round ${r}: l3fwd-em ${mpps(e.pps)} Mpps (rule hits ${(e.hitRatio * 100).toFixed(3)}%, ` +
+        `${o.flows} rules loaded and started in ${e.loadMs} ms; cache misses/packet ${missesPerPacket(e.cacheMisses, e.pps, o.seconds)}; ` +
+        `${cpuNote(e.cpuShare)})`);
       const t = await runTestpmd(o, pcap);
       testpmd.push(t);
       console.log(`round ${r}: testpmd-5tswap ${mpps(t.pps)} Mpps (tx ${mpps(t.txPps)}; per second: ` +
         `${t.samples.map(mpps).join(' ')}; ${cpuNote(t.cpuShare)})`);
+      for (let n = 2; n <= o.workers; n++) {
+        const m = await runHandoff(o, pcap, n);
+        (multi[n] ??= []).push(m);
+        handoffLine(r, `handoff ${n} workers`, m);
+      }
     }
   } finally {
     if (!o.keepPcap) {
@@ -399,6 +443,7 @@ async function main(): Promise<void> {
   }
 
   const hPps = median(handoff.map((h) => h.pps));
+  const ePps = median(l3fwd.map((e) => e.pps));
   const tPps = median(testpmd.map((t) => t.pps));
   const insertMs = median(handoff.map((h) => h.loaded.insertMs));
   const l = handoff[0]!.loaded;
@@ -413,11 +458,22 @@ async function main(): Promise<void> {
     console.log(`memory: DPDK heap ${mib(l.heapBytes)} MiB after start = mbuf pool ${mib(l.poolBytes)} MiB ` +
       `+ ${mib(rest)} MiB table and rings: <= ${(rest / o.flows).toFixed(0)} B per mapping`);
   }
+  const medianMisses = (xs: { cacheMisses?: number; pps: number }[]) =>
+    xs.some((x) => x.cacheMisses === undefined) ? 'NA' : median(xs.map((x) => x.cacheMisses! / (x.pps * o.seconds))).toFixed(2);
   console.log('');
-  console.log('engine            Mpps   ns/packet (1 core)');
-  console.log(`handoff         ${mpps(hPps).padStart(6)}   ${nsPerPkt(hPps).padStart(8)}`);
-  console.log(`testpmd-5tswap  ${mpps(tPps).padStart(6)}   ${nsPerPkt(tPps).padStart(8)}`);
-  console.log(`fastpath_ratio_vs_5tswap=${(hPps / tPps).toFixed(3)}`);
+  console.log('engine                    Mpps   ns/packet   cache misses/packet');
+  console.log(`handoff                 ${mpps(hPps).padStart(6)}   ${nsPerPkt(hPps).padStart(8)}   ${medianMisses(handoff)}`);
+  console.log(`l3fwd-em (1M rules)     ${mpps(ePps).padStart(6)}   ${nsPerPkt(ePps).padStart(8)}   ${medianMisses(l3fwd)}`);
+  console.log(`testpmd-5tswap          ${mpps(tPps).padStart(6)}   ${nsPerPkt(tPps).padStart(8)}   (no lookup)`);
+  const scaling: string[] = [`fastpath_mpps_1w=${mpps(hPps)}`];
+  for (let n = 2; n <= o.workers; n++) {
+    const p = median(multi[n]!.map((m) => m.pps));
+    console.log(`handoff, ${n} workers      ${mpps(p).padStart(6)}   ${nsPerPkt(p / n).padStart(8)}   ${medianMisses(multi[n]!)}` +
+      `   (per worker ${mpps(p / n)} Mpps; worker ${n} shares CPU 0 with the control thread)`);
+    scaling.push(`fastpath_mpps_${n}w=${mpps(p)}`, `fastpath_mpps_per_worker_${n}w=${mpps(p / n)}`);
+  }
+  console.log(`fastpath_ratio_vs_5tswap=${(hPps / tPps).toFixed(3)} fastpath_ratio_vs_l3fwd_em=${(hPps / ePps).toFixed(3)} ` +
+    `${scaling.join(' ')} fastpath_cache_misses_per_pkt=${medianMisses(handoff)} l3fwd_cache_misses_per_pkt=${medianMisses(l3fwd)}`);
 }
 
 main().then(

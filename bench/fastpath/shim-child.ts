@@ -8,9 +8,10 @@ import { ipv4FromString } from '../../src/net/packet';
 import { dpdkHeapUse } from './dpdk-heap';
 import { runAsChild, sendToParent } from '../lib/processes';
 import {
-  ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, WORKER_THREAD, ealArgs, flowClientIp, flowClientPort, flowId,
-  threadCpuSeconds,
+  ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, ealArgs, flowClientIp, flowClientPort, flowId,
+  threadCpuSeconds, workerThread,
 } from './common';
+import { countCacheMisses, threadIds } from './perf';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -25,11 +26,11 @@ function encodeMappings(flows: number): Buffer {
 
 async function main(cfg: ChildConfig): Promise<void> {
   const shim = new Shim({
-    eal: ealArgs(cfg.pcap, cfg.memMb, cfg.hugepages),
+    eal: ealArgs(cfg.pcaps, cfg.memMb, cfg.hugepages, { workers: cfg.workers }),
     // The pcap PMD cannot change its MAC: the frames are addressed to its own (LB.mac).
     ports: [{ device: PCAP_DEVICE, ip: LB.ip }],
     vips: [{ ip: VIP.ip, port: VIP.port }],
-    workers: 1,
+    workers: cfg.workers,
     idleSleepUs: 0, // pure busy-poll, like testpmd
     mbufs: cfg.mbufs,
     mappingCapacity: cfg.flows,
@@ -59,16 +60,27 @@ async function main(cfg: ChildConfig): Promise<void> {
     // While the table was filling, packets of flows not yet inserted went to
     // the exception ring: settle, then measure deltas only.
     await sleep(cfg.warmupSeconds * 1000);
-    const cpu0 = threadCpuSeconds(process.pid, WORKER_THREAD);
+    const workerCpu = () => {
+      let sum = 0;
+      for (let n = 1; n <= cfg.workers; n++) {
+        const s = threadCpuSeconds(process.pid, workerThread(n));
+        if (s === undefined) return undefined;
+        sum += s;
+      }
+      return sum;
+    };
+    const cpu0 = workerCpu();
+    const misses = countCacheMisses(threadIds(process.pid, 'rte-worker-'), cfg.seconds);
     const c0 = shim.counters().total;
     const s0 = process.hrtime.bigint();
     await sleep(cfg.seconds * 1000);
     const c1 = shim.counters().total;
     const elapsedS = Number(process.hrtime.bigint() - s0) / 1e9;
-    const cpu1 = threadCpuSeconds(process.pid, WORKER_THREAD);
+    const cpu1 = workerCpu();
     const delta = Object.fromEntries(Object.keys(c1).map((k) => [k, Number(c1[k] - c0[k])]));
-    const cpuShare = cpu0 !== undefined && cpu1 !== undefined ? (cpu1 - cpu0) / elapsedS : undefined;
-    await send({ type: 'result', elapsedS, delta, cpuShare });
+    // Per worker: 1.0 when every worker had a core of its own all the time.
+    const cpuShare = cpu0 !== undefined && cpu1 !== undefined ? (cpu1 - cpu0) / elapsedS / cfg.workers : undefined;
+    await send({ type: 'result', elapsedS, delta, cpuShare, cacheMisses: await misses });
   } finally {
     shim.stop();
   }
