@@ -20,7 +20,7 @@ export function perfCacheMisses(): PerfSupport {
     const out = execFileSync('perf', ['stat', '-x', ',', '-e', 'cache-misses', '--', 'true'], {
       encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'],
     });
-    support = parseCount(out) === undefined ? { ok: false, reason: `perf cannot count cache-misses: ${out.trim()}` } : { ok: true };
+    support = parsePerfCount(out) === undefined ? { ok: false, reason: `perf cannot count cache-misses: ${out.trim()}` } : { ok: true };
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
     support = { ok: false, reason: e.code === 'ENOENT' ? 'perf not installed (Debian: linux-perf)' : `perf failed: ${e.stderr?.trim() || e.message}` };
@@ -29,7 +29,7 @@ export function perfCacheMisses(): PerfSupport {
 }
 
 /** The count in perf stat's CSV output (`value,unit,event,...`), or undefined (`<not supported>`, `<not counted>`). */
-function parseCount(csv: string): number | undefined {
+export function parsePerfCount(csv: string): number | undefined {
   for (const line of csv.split('\n')) {
     const f = line.split(',');
     if (f[2]?.startsWith('cache-misses')) return /^\d+$/.test(f[0] ?? '') ? Number(f[0]) : undefined;
@@ -63,6 +63,6 @@ export function countCacheMisses(tids: number[], seconds: number): Promise<numbe
     let err = '';
     p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     p.on('error', () => resolve(undefined));
-    p.on('exit', () => resolve(parseCount(err)));
+    p.on('exit', () => resolve(parsePerfCount(err)));
   });
 }
