@@ -34,10 +34,30 @@ export class Topology {
   private readonly nsName: (name: string) => string;
 
   constructor(tag: string, opts: { fixedNames?: boolean } = {}) {
-    this.prefix = opts.fixedNames ? tag : `hot${tag}${process.pid % 10000}`;
-    this.bridge = opts.fixedNames ? `${tag}-br` : `${this.prefix}br`;
+    if (opts.fixedNames) {
+      this.prefix = tag;
+      this.bridge = `${tag}-br`;
+      sh('ip', ['link', 'add', this.bridge, 'type', 'bridge']);
+    } else {
+      // The bridge is created first and deleted last, so it marks its prefix
+      // as taken. A process killed before its teardown (a test timing out)
+      // leaves its bridge behind; a later process whose pid has the same last
+      // four digits takes the next free number instead of failing on it.
+      const base = process.pid % 10000;
+      let prefix = '';
+      for (let k = 0; !prefix; k++) {
+        const p = `hot${tag}${(base + k) % 10000}`;
+        try {
+          sh('ip', ['link', 'add', `${p}br`, 'type', 'bridge']);
+          prefix = p;
+        } catch (err) {
+          if (k >= 100 || !/File exists/.test((err as Error).message)) throw err;
+        }
+      }
+      this.prefix = prefix;
+      this.bridge = `${prefix}br`;
+    }
     this.nsName = opts.fixedNames ? (n) => `handoff-${n}` : (n) => `handoff-${this.prefix}-${n}`;
-    sh('ip', ['link', 'add', this.bridge, 'type', 'bridge']);
     this.links.push(this.bridge);
     sh('ip', ['link', 'set', this.bridge, 'up']);
   }
