@@ -129,8 +129,6 @@ export function ensureHugepages(needMb: number): boolean {
 
 /** The name DPDK 22.11 gives the thread of worker lcore 1, in the shim and in testpmd. */
 export const WORKER_THREAD = 'rte-worker-1';
-/** ... and of worker lcore n. */
-export const workerThread = (n: number): string => `rte-worker-${n}`;
 /** USER_HZ: /proc's unit of CPU time on every Linux architecture that matters here. */
 const CLK_TCK = 100;
 

@@ -12,12 +12,13 @@
 // it is given, so a rule hit is port 1's opackets and a miss (l3fwd sends it
 // back out of the input port) is port 0's. l3fwd prints no rates: the driver
 // reads the ports' counters over EAL telemetry (ethdev-stats.py).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BenchError, VIP, childOf, ealArgs, flowClientIp, flowClientPort, threadCpuSeconds } from './common';
+import { BenchError, VIP, childOf, ealArgs, flowClientIp, flowClientPort } from './common';
+import { taskSeconds } from '../e2e-vs-haproxy/measure';
 import { countCacheMisses } from './perf';
-import { live, Tail } from '../lib/processes';
+import { describeExit, live, spawnBounded, Tail } from '../lib/processes';
 
 const ROOT = path.resolve(__dirname, '../../..');
 const EXAMPLES = '/usr/share/dpdk/examples';
@@ -122,26 +123,18 @@ export async function runL3fwd(r: L3fwdRun): Promise<L3fwdResult> {
   const tail = new Tail(40, (line) => { if (/entering main loop on lcore/.test(line)) ready?.(); });
   const limit = r.seconds + 300;
   const t0 = Date.now();
-  const child = spawn('timeout', ['-s', 'INT', '-k', '10', String(limit), r.bin, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], detached: true,
-  });
-  const kill = () => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone already */ } };
-  live.add(kill);
-  // One "EM: Adding route" line per rule: keep only the tail.
-  child.stdout.on('data', (d: Buffer) => tail.push(d));
-  child.stderr.on('data', (d: Buffer) => tail.push(d));
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  // It prints one "EM: Adding route" line per rule: the tail keeps the last.
+  const { child, kill, exited } = spawnBounded([r.bin, ...args], limit, tail);
   const fail = (msg: string) => new BenchError(`${msg}\n  l3fwd output (last lines):\n${tail.text()}`);
   try {
-    const early = await Promise.race([started.then(() => undefined), exited.then((c) => ({ c }))]);
-    if (early) throw fail(`l3fwd exited with code ${early.c} before its main loop`);
+    const early = await Promise.race([started.then(() => undefined), exited]);
+    if (early) throw fail(`l3fwd ${describeExit(early)} before its main loop`);
     const loadMs = Date.now() - t0;
     await new Promise((res) => setTimeout(res, 1000)); // warm-up, as for the shim
-    // The forwarding thread is the main thread: its comm is the binary's name.
+    // The forwarding thread is l3fwd's main thread.
     const pid = childOf(child.pid!);
-    const comm = pid ? fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
     const tids = pid ? [pid] : [];
-    const cpu0 = pid ? threadCpuSeconds(pid, comm) : undefined;
+    const cpu0 = pid ? taskSeconds(pid) : undefined;
     const misses = countCacheMisses(tids, r.seconds);
     const s0 = process.hrtime.bigint();
     let out: string;
@@ -151,7 +144,7 @@ export async function runL3fwd(r: L3fwdRun): Promise<L3fwdResult> {
       throw fail(`reading l3fwd's counters failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
     }
     const wall = Number(process.hrtime.bigint() - s0) / 1e9;
-    const cpu1 = pid ? threadCpuSeconds(pid, comm) : undefined;
+    const cpu1 = pid ? taskSeconds(pid) : undefined;
     const st = JSON.parse(out) as { seconds: number; ports: Record<string, Record<string, number>> };
     const rx = st.ports['0']?.ipackets ?? 0;
     const hits = st.ports['1']?.opackets ?? 0;

@@ -29,7 +29,7 @@
 // asserts on timings: it fails only when a run does not work (no traffic,
 // packets not hitting their mappings or rules, a process dying, a phase not
 // finishing).
-import { ChildProcess, fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,7 +41,7 @@ import {
 } from './common';
 import { L3fwdResult, ensureL3fwd, runL3fwd, writeL3fwdRules } from './l3fwd';
 import { perfCacheMisses } from './perf';
-import { killAll, killChildrenOnExit, live, Tail } from '../lib/processes';
+import { describeExit, exitOf, killAll, killChildrenOnExit, live, spawnBounded, Tail } from '../lib/processes';
 
 interface Options {
   flows: number;
@@ -93,22 +93,6 @@ function parseOptions(): Options {
 // ------------------------------------------------------------------ children
 
 killChildrenOnExit('fastpath');
-
-interface Exit { code: number | null; signal: NodeJS.Signals | null }
-
-function exitOf(child: ChildProcess): Promise<Exit> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolve({ code: child.exitCode, signal: child.signalCode });
-      return;
-    }
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-}
-
-function describeExit(e: Exit): string {
-  return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
-}
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -312,19 +296,10 @@ async function runTestpmd(o: Options, pcap: PcapInfo): Promise<TestpmdResult> {
     }
     if (rx.length >= want && tx.length >= want) done?.();
   });
-  // timeout(1) bounds testpmd's life even if this process is SIGKILLed, and
-  // forwards our SIGINT; stdbuf makes testpmd's stdout line-buffered so the
-  // per-second stats arrive as they are printed. detached: its own process
-  // group, so one kill reaches timeout and testpmd.
+  // stdbuf makes testpmd's stdout line-buffered so the per-second stats
+  // arrive as they are printed.
   const limit = o.seconds + 180;
-  const child = spawn('timeout', ['-s', 'INT', '-k', '10', String(limit), 'stdbuf', '-oL', o.testpmd, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], detached: true,
-  });
-  const kill = () => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone already */ } };
-  live.add(kill);
-  child.stdout.on('data', (d: Buffer) => tail.push(d));
-  child.stderr.on('data', (d: Buffer) => tail.push(d));
-  const exited = exitOf(child);
+  const { child, kill, exited } = spawnBounded(['stdbuf', '-oL', o.testpmd, ...args], limit, tail);
   const spawnError = new Promise<never>((_, reject) => child.once('error', (e) => reject(new BenchError(`cannot run testpmd: ${e.message}`))));
 
   try {

@@ -9,8 +9,8 @@ import { dpdkHeapUse } from './dpdk-heap';
 import { runAsChild, sendToParent } from '../lib/processes';
 import {
   ChildConfig, ChildMessage, HOST, LB, PCAP_DEVICE, VIP, ealArgs, flowClientIp, flowClientPort, flowId,
-  threadCpuSeconds, workerThread,
 } from './common';
+import { threadSeconds } from '../e2e-vs-haproxy/measure';
 import { countCacheMisses, threadIds } from './perf';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -60,14 +60,10 @@ async function main(cfg: ChildConfig): Promise<void> {
     // While the table was filling, packets of flows not yet inserted went to
     // the exception ring: settle, then measure deltas only.
     await sleep(cfg.warmupSeconds * 1000);
+    /** CPU seconds of the worker lcores' threads (rte-worker-N), undefined unless all are found. */
     const workerCpu = () => {
-      let sum = 0;
-      for (let n = 1; n <= cfg.workers; n++) {
-        const s = threadCpuSeconds(process.pid, workerThread(n));
-        if (s === undefined) return undefined;
-        sum += s;
-      }
-      return sum;
+      const workers = [...threadSeconds(process.pid)].filter(([name]) => name.startsWith('rte-worker-'));
+      return workers.length === cfg.workers ? workers.reduce((sum, [, s]) => sum + s, 0) : undefined;
     };
     const cpu0 = workerCpu();
     const misses = countCacheMisses(threadIds(process.pid, 'rte-worker-'), cfg.seconds);

@@ -1,6 +1,7 @@
 // Process plumbing shared by the benchmarks: each DPDK process is a forked
 // child (EAL initialises once per process), and every child dies with its
 // parent, on every way out.
+import { ChildProcess, spawn } from 'node:child_process';
 
 /** Kill functions of every child still running (and temporary files): run on every exit. */
 export const live = new Set<() => void>();
@@ -66,4 +67,36 @@ export function runAsChild<C>(main: (cfg: C) => Promise<void>): void {
       process.exit(1);
     },
   );
+}
+
+export interface Exit { code: number | null; signal: NodeJS.Signals | null }
+
+/** How `child` ended, once it has. */
+export function exitOf(child: ChildProcess): Promise<Exit> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode });
+      return;
+    }
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+export function describeExit(e: Exit): string {
+  return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+}
+
+/**
+ * Run `argv` under timeout(1), in a process group of its own: it dies after
+ * `limitS` seconds even if this process is SIGKILLed, timeout forwards our
+ * SIGINT, and `kill` (registered in `live`; the caller removes it) ends the
+ * whole group. Both output streams go to `tail`.
+ */
+export function spawnBounded(argv: string[], limitS: number, tail: Tail): { child: ChildProcess; kill: () => void; exited: Promise<Exit> } {
+  const child = spawn('timeout', ['-s', 'INT', '-k', '10', String(limitS), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const kill = () => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone already */ } };
+  live.add(kill);
+  child.stdout!.on('data', (d: Buffer) => tail.push(d));
+  child.stderr!.on('data', (d: Buffer) => tail.push(d));
+  return { child, kill, exited: exitOf(child) };
 }
