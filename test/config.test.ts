@@ -109,5 +109,9 @@ t.test('host config example is valid; a bad one names the key', async (t) => {
   t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/ip/ });
   fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3.4, port: 443, app: { kind: forward, upstream: { host: x } } }]\n');
   t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/app/ }, 'a bad per-VIP app names its key');
+  fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3.4, port: 80, app: { kind: forward, splice: false, upstream: { host: 127.0.0.1, port: 8080 } } }]\n');
+  t.equal((loadHostConfig(path.join(dir, 'h.yaml')).vips[0].app as { splice?: boolean }).splice, false, 'splice: false (a JS pipe) is a key of forward');
+  fs.writeFileSync(path.join(dir, 'h.yaml'), 'vips: [{ ip: 1.2.3.4, port: 80, app: { kind: forward, splice: sometimes, upstream: { host: 127.0.0.1, port: 8080 } } }]\n');
+  t.throws(() => loadHostConfig(path.join(dir, 'h.yaml')), { code: 'ERR_CONFIG_INVALID', message: /\/vips\/0\/app/ }, 'splice must be a boolean');
   fs.rmSync(dir, { recursive: true });
 });

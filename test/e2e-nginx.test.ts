@@ -3,7 +3,7 @@
 // 127.0.0.1:8443; the agent forwards the VIP's :80 to the one and :443 to
 // the other (vips[].app), and curl reaches both through the balancer, with
 // the TLS ClientHello classified there and handed over unread by nginx
-// until then. Needs root, nginx and openssl.
+// until then; both in the kernel (splice), checked in the agent's status. Needs root, nginx and openssl.
 import t from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Balancer } from '../src/controller/balancer';
 import { parseBalancerConfig } from '../src/controller/config';
+import { fetchStatus } from '../src/controller/control';
 import { isRoot, waitFor } from './lib/harness';
 import { Topology, sh } from './lib/netns';
 import { LoggedProc } from './lib/procs';
@@ -102,6 +103,15 @@ http {
       'nginx on host1 over https (web.example): /secure\n', 'TLS to 8443, the SNI intact');
     t.ok(await waitFor(() => lb!.engine!.stats.handoffsCompleted === 2, 3000, 10), 'two handoffs');
     t.equal(lb!.engine!.stats.handoffsFailed, 0);
+    // Both went through the kernel (splice), not through the agent's JS.
+    // (A UNIX socket's path reaches across network namespaces.)
+    const st = await fetchStatus<{ forwards: Record<string, { inKernel: boolean; connections: number; bytesToClient: number; upstreamErrors: number }> }>(
+      path.join(dir, 'host1.sock'));
+    for (const port of [80, 443]) {
+      const f = st.forwards[`${VIP}:${port}`];
+      t.match(f, { inKernel: true, connections: 1, upstreamErrors: 0 }, `:${port} forwarded in the kernel: ${JSON.stringify(f)}`);
+      t.ok(f?.bytesToClient > 0, `:${port}: nginx's answer spliced to the client (${f?.bytesToClient} bytes)`);
+    }
   });
 
   t.test('shut down', async (t) => {

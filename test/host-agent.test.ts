@@ -95,7 +95,8 @@ t.test('an app per VIP service: each port to its own upstream, the rest to the d
   const host = await createHost({
     port: 0, address: '127.0.0.1', clusterKey: KEY, network: false,
     vips: [{ ip: vip, port: 80 }, { ip: vip, port: 443 }, { ip: vip, port: 8080 }],
-    app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(2) } },
+    // The default app pipes through JS (splice: false), the two services splice in the kernel.
+    app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(2) }, splice: false },
     apps: [{ ip: vip, port: 80, app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(0) } } },
       { ip: vip, port: 443, app: { kind: 'forward', upstream: { host: '127.0.0.1', port: port(1) } } }],
     inject: (blob) => {
@@ -123,4 +124,6 @@ t.test('an app per VIP service: each port to its own upstream, the rest to the d
   t.same([...host.forwards.keys()].sort(), ['*', `${vip}:443`, `${vip}:80`], 'counters per forwarding app');
   t.equal(host.forwards.get(`${vip}:443`)!.connections, 1);
   t.equal(host.forward, host.forwards.get('*'), 'forward: the default app\'s');
+  t.same([...host.kernelForwarders.keys()].sort(), [`${vip}:443`, `${vip}:80`], 'the two services forward in the kernel, the default app in JS');
+  t.equal(host.forward!.connections, 1, 'the JS pipe counted its connection');
 });

@@ -16,7 +16,7 @@
 #include "hh_tunnel_key.h"
 
 /** Bumped on any change to a struct below or to a function's signature. */
-#define HH_ABI_VERSION 3
+#define HH_ABI_VERSION 4
 
 /** Inject flags (hh_conn.flags). */
 enum hh_inject_flag {
@@ -173,6 +173,76 @@ int hh_pass_fd(const char *path, int fd, const void *hdr, size_t len);
  *         socket, or -errno of the netlink socket, send or receive.
  */
 int hh_tcp_state(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t vip_port);
+
+/* forward mode in the kernel (splice; issue 17) */
+
+/** The most connections one forwarder carries at once (hh_splice_open). */
+#define HH_SPLICE_MAX_PAIRS 65536
+
+/** A forwarder's counters (hh_splice_stats); one writer, its thread. */
+struct hh_splice_stats {
+	uint64_t added;             /**< pairs started (upstream connect issued) */
+	uint64_t active;            /**< pairs open now */
+	uint64_t done;              /**< pairs ended, for any reason */
+	uint64_t refused_full;      /**< hh_splice_add refused: max_pairs open */
+	uint64_t upstream_failed;   /**< the upstream connect failed: client reset */
+	uint64_t errors;            /**< other failures (pipe, socket, splice): both reset */
+	uint64_t bytes_to_upstream; /**< client bytes spliced to the upstream */
+	uint64_t bytes_to_client;   /**< upstream bytes spliced to the client */
+};
+
+/**
+ * Start a forwarder: one thread (named hh-splice) that sleeps in
+ * epoll_wait while nothing moves, and joins each connection given to
+ * hh_splice_add to a new connection to its upstream, moving bytes both ways
+ * with splice() through a pipe per direction (no copy through user space).
+ * A FIN is passed on once everything before it was, in each direction
+ * separately; the pair ends when both directions did, or at the first
+ * error (then both sockets are reset).
+ *
+ * @param max_pairs the bound on connections open at once (memory and
+ *                  descriptors: 6 per connection), 1..HH_SPLICE_MAX_PAIRS
+ * @return a handle >= 0, or -errno: -EINVAL @p max_pairs out of range;
+ *         -ENOMEM; -EMFILE 16 forwarders open already, or no descriptor
+ *         left; pthread_create's -EAGAIN.
+ */
+int hh_splice_open(uint32_t max_pairs);
+
+/**
+ * Forward connection @p client_fd (a duplicate is taken: close yours when
+ * you like, at once) to @p upstream_ip:@p upstream_port (network order).
+ * Bytes already in its receive queue (the request the balancer read) go
+ * first. Asynchronous: the outcome comes from hh_splice_done.
+ * @return 0, or -errno: -EBADF no such forwarder; -EINVAL a negative
+ *         descriptor or port 0; -ENOSPC max_pairs connections open (counted
+ *         refused_full; the caller resets the client); the dup's -EMFILE.
+ */
+int hh_splice_add(int h, int client_fd, uint32_t upstream_ip, uint16_t upstream_port, uint32_t flow_id);
+
+/**
+ * A descriptor (a pipe's read end, non-blocking, the caller owns it) that
+ * becomes readable when pairs ended and hh_splice_done has not taken them:
+ * watch it in the event loop. Its bytes are drained by hh_splice_done.
+ * @return the descriptor, or -errno: -EBADF no such forwarder; the dup's.
+ */
+int hh_splice_notify_fd(int h);
+
+/**
+ * Take up to @p n ended pairs, oldest first: their flow IDs, and each one's
+ * outcome (0: both directions ended with FIN; -errno: reset, for example
+ * -ECONNREFUSED when nothing listened upstream, -ECONNRESET).
+ * @return how many were taken (0 when none), or -EBADF, -EINVAL (NULL array).
+ */
+int hh_splice_done(int h, uint32_t *flow_ids, int32_t *results, uint32_t n);
+
+/** Read the forwarder's counters. @return 0, -EBADF, -EINVAL (NULL @p out). */
+int hh_splice_stats(int h, struct hh_splice_stats *out);
+
+/**
+ * Stop the forwarder: its thread joined, every connection still open reset,
+ * everything freed. @return 0, or -EBADF.
+ */
+int hh_splice_close(int h);
 
 /* tunnel check */
 

@@ -249,6 +249,8 @@ async function runHost(argv: string[]): Promise<number> {
   const control = new ControlServer(cfg.control.socket, () => ({
     name: cfg.name, stats: host.agent.stats, flows: host.agent.flows.size, injectUs: host.agent.injectTime(),
     served: host.served, forward: host.forward, draining: host.agent.draining,
+    // Each forwarding app's counters, and how it forwards (in the kernel, or piped through JS).
+    forwards: Object.fromEntries([...host.forwards].map(([k, v]) => [k, { ...v, inKernel: host.kernelForwarders.has(k) }])),
     appCheck: check ? { ok: check.ok, detail: check.detail } : null,
   }));
   await control.listen();

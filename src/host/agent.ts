@@ -11,6 +11,7 @@ import type { ConnectionBlob } from '../transfer';
 import { Router } from '../classifier/router';
 import { validateRouting } from '../classifier/rules-schema';
 import type { FrozenConn } from './native';
+import type { KernelForwarder } from './kernel-forward';
 import { PassedFlows } from './pass-on';
 import { PerRequestSession, type PerRequestStats } from './per-request';
 import { InjectError, injectConnection } from './repair';
@@ -448,6 +449,20 @@ export class HostAgent extends EventEmitter<HostAgentEvents> {
     const r = this.passedFlows.pass(flow, path);
     if (r.rc === 0) return true;
     this.emit('error', new Error(`flow ${flow.flowId}: not passed to ${path}: ${r.detail}`));
+    flow.socket.resetAndDestroy();
+    return false;
+  }
+
+  /**
+   * Forward an injected connection in the kernel (KernelForwarder): call it
+   * from a 'connection' handler, in the same tick. A connection the
+   * forwarder cannot take (it is full) is reset.
+   * @returns whether it was taken
+   */
+  forwardInKernel(flow: InjectedFlow, forwarder: KernelForwarder): boolean {
+    const r = forwarder.forward(flow, (f) => this.endFlow(f));
+    if (r.rc === 0) return true;
+    this.emit('error', new Error(`flow ${flow.flowId}: not forwarded: ${r.detail}`));
     flow.socket.resetAndDestroy();
     return false;
   }

@@ -11,7 +11,9 @@ const Ipv4 = Type.String({ format: 'ipv4', description: 'dotted-quad IPv4 addres
 const AppSchema = Type.Union([
   Type.Object({ kind: Type.Literal('demo') }, { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('forward'), upstream: Type.Object({ host: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) },
-    { additionalProperties: false }) }, { additionalProperties: false }),
+    { additionalProperties: false }),
+  splice: Type.Optional(Type.Boolean({ description: 'move the bytes in the kernel (splice); default true for an IPv4 upstream address. Such a VIP is never routed per request' })) },
+  { additionalProperties: false }),
   Type.Object({ kind: Type.Literal('unix'), path: Type.String({ minLength: 1, maxLength: 107,
     description: 'a UNIX stream socket: each connection\'s descriptor is passed to the server listening there (SCM_RIGHTS)' }) },
   { additionalProperties: false }),

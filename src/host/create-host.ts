@@ -1,11 +1,18 @@
-import type net from 'node:net';
+import net from 'node:net';
 import { HostAgent, type HostAgentOptions, type InjectedFlow } from './agent';
 import { createDemoServer, createForwarder, type ForwardStats } from './apps';
+import { KernelForwarder } from './kernel-forward';
 import { HostNetwork } from './netsetup';
 import { TunnelFilter } from './tunnel-filter';
 
 /** What serves a VIP's connections on a host. */
-export type HostApp = { kind: 'demo'; name: string } | { kind: 'forward'; upstream: { host: string; port: number } }
+export type HostApp = { kind: 'demo'; name: string }
+  /**
+   * To a local server. `splice` (default true when the upstream is an IPv4
+   * address): the bytes move in the kernel (KernelForwarder) and such a VIP
+   * is never routed per request; false: piped through JS.
+   */
+  | { kind: 'forward'; upstream: { host: string; port: number }; splice?: boolean }
   | { kind: 'unix'; path: string }
   | { kind: 'handler'; onConnection: (socket: net.Socket, flow: InjectedFlow) => void };
 
@@ -35,6 +42,8 @@ export interface RunningHost {
   forward?: ForwardStats;
   /** Every forwarding app's counters, by `vip:port` ('*' for the default app). */
   forwards: Map<string, ForwardStats>;
+  /** The forwarding apps that splice in the kernel, by `vip:port` ('*' for the default app). */
+  kernelForwarders: Map<string, KernelForwarder>;
   /** Demo app: requests answered and bytes served. */
   served?: { requests: number; bytes: number };
   port: number;
@@ -62,18 +71,28 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
     }
   }
   // A passed descriptor must be the kernel socket itself: those VIPs are never routed per request here.
-  const socketOnly = new Set((o.apps ?? []).filter((a) => a.app.kind === 'unix').map((a) => `${a.ip}:${a.port}`));
-  if (o.app.kind === 'unix') for (const v of o.vips) if (!o.apps?.some((a) => a.ip === v.ip && a.port === v.port)) socketOnly.add(`${v.ip}:${v.port}`);
+  // So must a connection the kernel forwards.
+  const inKernel = (a: HostApp) => a.kind === 'unix' || (a.kind === 'forward' && a.splice !== false && net.isIPv4(a.upstream.host));
+  const socketOnly = new Set((o.apps ?? []).filter((a) => inKernel(a.app)).map((a) => `${a.ip}:${a.port}`));
+  if (inKernel(o.app)) for (const v of o.vips) if (!o.apps?.some((a) => a.ip === v.ip && a.port === v.port)) socketOnly.add(`${v.ip}:${v.port}`);
   const agent = new HostAgent({ ...o, tunnel, innerMac: o.innerMac ?? (network?.mac || undefined), socketOnly });
   let served: { requests: number; bytes: number } | undefined;
   const closers: Array<() => void> = [];
   const forwards = new Map<string, ForwardStats>();
+  const kernelForwarders = new Map<string, KernelForwarder>();
   const handlerFor = (app: HostApp, key: string): ((s: net.Socket, flow: InjectedFlow) => void) => {
     if (app.kind === 'demo') {
       const server = createDemoServer(app.name);
       if (!served) served = server.served;
       closers.push(() => server.close());
       return (s) => server.emit('connection', s);
+    }
+    if (app.kind === 'forward' && inKernel(app)) {
+      const f = new KernelForwarder({ upstream: app.upstream });
+      forwards.set(key, f.stats);
+      kernelForwarders.set(key, f);
+      closers.push(() => f.close());
+      return (_s, flow) => void agent.forwardInKernel(flow, f);
     }
     if (app.kind === 'forward') {
       const f = createForwarder(app.upstream);
@@ -95,7 +114,7 @@ export async function createHost(o: CreateHostOptions): Promise<RunningHost> {
   const closeApp = () => { for (const c of closers) c(); };
   const port = await agent.listen();
   return {
-    agent, network, tunnel, forward, forwards, served, port,
+    agent, network, tunnel, forward, forwards, kernelForwarders, served, port,
     close() {
       agent.close();
       closeApp();

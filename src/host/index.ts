@@ -6,3 +6,4 @@ export * from './netsetup';
 export * from './repair';
 export * from './tunnel-filter';
 export * from './app-check';
+export * from './kernel-forward';

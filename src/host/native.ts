@@ -13,7 +13,7 @@ import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
 import type { ConnectionBlob } from '../transfer/blob';
 
 /** Must equal HH_ABI_VERSION in native/host-agent/handoff_host.h. */
-export const HOST_ABI_VERSION = 3;
+export const HOST_ABI_VERSION = 4;
 
 /** The library is missing, or another version than this binding's. */
 export class HostNativeError extends Error {
@@ -150,7 +150,19 @@ export const HhFrozen = koffi.struct('hh_frozen', {
 });
 
 /** Every struct of handoff_host.h by its C name (for the ABI test). */
+export const HhSpliceStats = koffi.struct('hh_splice_stats', {
+  added: 'uint64_t',
+  active: 'uint64_t',
+  done: 'uint64_t',
+  refused_full: 'uint64_t',
+  upstream_failed: 'uint64_t',
+  errors: 'uint64_t',
+  bytes_to_upstream: 'uint64_t',
+  bytes_to_client: 'uint64_t',
+});
+
 export const hostAbiStructs: Record<string, TypeObject> = {
+  hh_splice_stats: HhSpliceStats,
   hh_conn: HhConn,
   hh_flow_key: HhFlowKey,
   hh_inject_failure: HhInjectFailure,
@@ -162,6 +174,7 @@ export const hostAbiConstants: Record<string, number> = {
   HH_TUNNEL_MAX_FLOWS: 262144,
   HH_TUNNEL_MAX_BALANCERS: 64,
   HH_TC_COUNT: 4,
+  HH_SPLICE_MAX_PAIRS: 65536,
 };
 
 const LE = os.endianness() === 'LE';
@@ -528,4 +541,81 @@ export function nativeTcpState(clientIp: string, clientPort: number, vip: string
     hhTcpState = lib().func('int hh_tcp_state(uint32_t client_ip, uint16_t client_port, uint32_t vip, uint16_t vip_port)') as unknown as typeof hhTcpState;
   }
   return hhTcpState!(ipv4Arg(clientIp), portArg(clientPort), ipv4Arg(vip), portArg(vipPort));
+}
+
+// ---------------------------------------------------------------------------
+// Forward mode in the kernel (hh_splice.c): splice() both ways on the
+// library's own thread.
+
+/** A forwarder's counters (struct hh_splice_stats). */
+export interface SpliceStats {
+  added: number;
+  active: number;
+  done: number;
+  refusedFull: number;
+  upstreamFailed: number;
+  errors: number;
+  bytesToUpstream: number;
+  bytesToClient: number;
+}
+
+interface SpliceFns {
+  open(maxPairs: number): number;
+  add(h: number, fd: number, ip: number, port: number, flowId: number): number;
+  notifyFd(h: number): number;
+  done(h: number, ids: Uint32Array, rcs: Int32Array, n: number): number;
+  stats(h: number, out: Buffer): number;
+  close(h: number): number;
+}
+let spliceFns: SpliceFns | undefined;
+function splice(): SpliceFns {
+  if (spliceFns) return spliceFns;
+  const l = lib();
+  spliceFns = {
+    open: l.func('int hh_splice_open(uint32_t max_pairs)') as unknown as SpliceFns['open'],
+    add: l.func('int hh_splice_add(int h, int client_fd, uint32_t upstream_ip, uint16_t upstream_port, uint32_t flow_id)') as unknown as SpliceFns['add'],
+    notifyFd: l.func('int hh_splice_notify_fd(int h)') as unknown as SpliceFns['notifyFd'],
+    done: l.func('int hh_splice_done(int h, _Out_ uint32_t *flow_ids, _Out_ int32_t *results, uint32_t n)') as unknown as SpliceFns['done'],
+    stats: l.func('int hh_splice_stats(int h, _Out_ void *out)') as unknown as SpliceFns['stats'],
+    close: l.func('int hh_splice_close(int h)') as unknown as SpliceFns['close'],
+  };
+  return spliceFns;
+}
+
+/** hh_splice_open. @returns a handle >= 0 or -errno */
+export function nativeSpliceOpen(maxPairs: number): number {
+  return splice().open(maxPairs);
+}
+
+/** hh_splice_add: forward `fd` (a duplicate is taken) to ip:port (dotted quad, host-order port). @returns 0 or -errno */
+export function nativeSpliceAdd(h: number, fd: number, ip: string, port: number, flowId: number): number {
+  return splice().add(h, fd, ipv4Arg(ip), portArg(port), flowId >>> 0);
+}
+
+/** hh_splice_notify_fd: a pipe's read end, readable when pairs ended. @returns the descriptor or -errno */
+export function nativeSpliceNotifyFd(h: number): number {
+  return splice().notifyFd(h);
+}
+
+/** hh_splice_done: ended pairs into `ids` / `rcs`. @returns how many, or -errno */
+export function nativeSpliceDone(h: number, ids: Uint32Array, rcs: Int32Array): number {
+  return splice().done(h, ids, rcs, Math.min(ids.length, rcs.length));
+}
+
+const spliceStatsBuf = Buffer.alloc(koffi.sizeof(HhSpliceStats));
+/** hh_splice_stats. @throws HostNativeError on a bad handle */
+export function nativeSpliceStats(h: number): SpliceStats {
+  const rc = splice().stats(h, spliceStatsBuf);
+  if (rc < 0) throw new HostNativeError(`hh_splice_stats: ${hostLastError()}`);
+  const at = (f: string) => Number(LE ? spliceStatsBuf.readBigUInt64LE(koffi.offsetof(HhSpliceStats, f)) : spliceStatsBuf.readBigUInt64BE(koffi.offsetof(HhSpliceStats, f)));
+  return {
+    added: at('added'), active: at('active'), done: at('done'), refusedFull: at('refused_full'),
+    upstreamFailed: at('upstream_failed'), errors: at('errors'), bytesToUpstream: at('bytes_to_upstream'),
+    bytesToClient: at('bytes_to_client'),
+  };
+}
+
+/** hh_splice_close: stop the thread, reset what is open. @returns 0 or -errno */
+export function nativeSpliceClose(h: number): number {
+  return splice().close(h);
 }
