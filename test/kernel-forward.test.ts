@@ -133,17 +133,14 @@ t.test('splice forwarding between real sockets', { skip: !isRoot && 'needs root 
   });
 
   await t.test('nothing listening upstream: the client is reset, counted', async (t) => {
-    const dead = net.createServer();
-    dead.listen(0, '127.0.0.1');
-    await once(dead, 'listening');
-    const port = (dead.address() as net.AddressInfo).port;
-    dead.close();
-    const f2 = new KernelForwarder({ upstream: { host: '127.0.0.1', port } });
+    // Port 1 in this namespace: nobody listens, and no ephemeral source port can be it (no self-connect).
+    const f2 = new KernelForwarder({ upstream: { host: '127.0.0.1', port: 1 } });
     closers.push(() => f2.close());
     forwarder = f2;
     const before = ended.length;
     const r = await exchange(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
-    t.equal(r.err, 'ECONNRESET', 'reset');
+    // EPIPE when the reset came before the client's write.
+    t.match(r.err, /^(ECONNRESET|EPIPE)$/, `reset (${r.err})`);
     t.equal(r.data.length, 0, 'nothing answered');
     while (ended.length === before) await new Promise((res) => setTimeout(res, 10));
     t.equal(f2.native().upstreamFailed, 1, 'upstream_failed counted');

@@ -214,7 +214,8 @@ int hh_splice_open(uint32_t max_pairs);
  * Bytes already in its receive queue (the request the balancer read) go
  * first. Asynchronous: the outcome comes from hh_splice_done.
  * @return 0, or -errno: -EBADF no such forwarder; -EINVAL a negative
- *         descriptor or port 0; -ENOSPC max_pairs connections open (counted
+ *         descriptor or port 0; -ENOSPC max_pairs connections open, or
+ *         ended with their ends not yet taken by hh_splice_done (counted
  *         refused_full; the caller resets the client); the dup's -EMFILE.
  */
 int hh_splice_add(int h, int client_fd, uint32_t upstream_ip, uint16_t upstream_port, uint32_t flow_id);

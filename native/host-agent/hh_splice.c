@@ -104,15 +104,10 @@ static void reset_fd(int *fd)
 	close_fd(fd);
 }
 
-static void finish(struct hh_splicer *s, uint32_t idx, int rc)
+/* The pair's descriptors, closed (or reset, when @p reset): what finish() and hh_splice_close() share. */
+static void close_pair(struct hh_pair *p, int reset)
 {
-	struct hh_pair *p = &s->pairs[idx];
-	/* Explicitly: the agent's own descriptor of the client may outlive ours. */
-	if (p->client >= 0)
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->client, NULL);
-	if (p->upstream >= 0)
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->upstream, NULL);
-	if (rc < 0) {
+	if (reset) {
 		reset_fd(&p->client);
 		reset_fd(&p->upstream);
 	} else {
@@ -123,6 +118,27 @@ static void finish(struct hh_splicer *s, uint32_t idx, int rc)
 	close_fd(&p->up.pipe_w);
 	close_fd(&p->down.pipe_r);
 	close_fd(&p->down.pipe_w);
+}
+
+static void finish(struct hh_splicer *s, uint32_t idx, int rc)
+{
+	struct hh_pair *p = &s->pairs[idx];
+	/* Explicitly: the agent's own descriptor of the client may outlive ours. */
+	if (p->client >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->client, NULL);
+	if (p->upstream >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, p->upstream, NULL);
+	close_pair(p, rc < 0);
+	p->used = 0;
+	p->next_free = s->free_head;
+	s->free_head = idx;
+	st_add(s, ST_DONE, 1);
+	atomic_fetch_sub_explicit(&s->st[ST_ACTIVE], 1, memory_order_relaxed);
+	/*
+	 * Published last, so whoever sees the end sees its counters. The bound
+	 * (s->active) is released by hh_splice_done, when the end is taken: an
+	 * end waiting in done_ids (max_pairs entries) still holds its place.
+	 */
 	pthread_mutex_lock(&s->lock);
 	s->done_ids[s->n_done] = p->flow_id;
 	s->done_rc[s->n_done] = rc;
@@ -134,12 +150,6 @@ static void finish(struct hh_splicer *s, uint32_t idx, int rc)
 		char b = 1;
 		(void)!write(s->notify_w, &b, 1);
 	}
-	p->used = 0;
-	p->next_free = s->free_head;
-	s->free_head = idx;
-	st_add(s, ST_DONE, 1);
-	atomic_fetch_sub_explicit(&s->st[ST_ACTIVE], 1, memory_order_relaxed);
-	atomic_fetch_sub(&s->active, 1);
 }
 
 /*
@@ -296,6 +306,22 @@ static struct hh_splicer *get(int h)
 	return handles[h];
 }
 
+/* Everything hh_splice_open made (its thread stopped or never started). */
+static void splicer_free(struct hh_splicer *s)
+{
+	close_fd(&s->epfd);
+	close_fd(&s->wake);
+	close_fd(&s->notify_r);
+	close_fd(&s->notify_w);
+	pthread_mutex_destroy(&s->lock);
+	free(s->pairs);
+	free(s->adds);
+	free(s->batch);
+	free(s->done_ids);
+	free(s->done_rc);
+	free(s);
+}
+
 int hh_splice_open(uint32_t max_pairs)
 {
 	if (max_pairs == 0 || max_pairs > HH_SPLICE_MAX_PAIRS)
@@ -304,6 +330,7 @@ int hh_splice_open(uint32_t max_pairs)
 	if (!s)
 		return hh_fail(-ENOMEM, "hh_splice_open: out of memory");
 	s->epfd = s->wake = s->notify_r = s->notify_w = -1;
+	pthread_mutex_init(&s->lock, NULL);
 	s->max_pairs = max_pairs;
 	s->pairs = calloc(max_pairs, sizeof(*s->pairs));
 	s->adds = calloc(max_pairs, sizeof(*s->adds));
@@ -318,7 +345,6 @@ int hh_splice_open(uint32_t max_pairs)
 	for (uint32_t i = 0; i < max_pairs; i++)
 		s->pairs[i].next_free = i + 1 < max_pairs ? i + 1 : UINT32_MAX;
 	s->free_head = 0;
-	pthread_mutex_init(&s->lock, NULL);
 	if ((s->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 || (s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
 	    pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
 		rc = hh_fail(-errno, "hh_splice_open: %s", strerror(errno));
@@ -352,16 +378,7 @@ int hh_splice_open(uint32_t max_pairs)
 	pthread_mutex_unlock(&handles_lock);
 	return h;
 fail:
-	close_fd(&s->epfd);
-	close_fd(&s->wake);
-	close_fd(&s->notify_r);
-	close_fd(&s->notify_w);
-	free(s->pairs);
-	free(s->adds);
-	free(s->batch);
-	free(s->done_ids);
-	free(s->done_rc);
-	free(s);
+	splicer_free(s);
 	return rc;
 }
 
@@ -421,6 +438,7 @@ int hh_splice_done(int h, uint32_t *flow_ids, int32_t *results, uint32_t n)
 	memmove(s->done_ids, s->done_ids + k, (s->n_done - k) * sizeof(*flow_ids));
 	memmove(s->done_rc, s->done_rc + k, (s->n_done - k) * sizeof(*results));
 	s->n_done -= k;
+	atomic_fetch_sub(&s->active, k);
 	if (!s->n_done && s->notified) {
 		/* Drained: the next end writes a byte again. */
 		char b[64];
@@ -467,27 +485,9 @@ int hh_splice_close(int h)
 	/* What is still open is cut: the agent is going away. */
 	for (uint32_t i = 0; i < s->n_adds; i++)
 		reset_fd(&s->adds[i].client);
-	for (uint32_t i = 0; i < s->max_pairs; i++) {
-		struct hh_pair *p = &s->pairs[i];
-		if (!p->used)
-			continue;
-		reset_fd(&p->client);
-		reset_fd(&p->upstream);
-		close_fd(&p->up.pipe_r);
-		close_fd(&p->up.pipe_w);
-		close_fd(&p->down.pipe_r);
-		close_fd(&p->down.pipe_w);
-	}
-	close_fd(&s->epfd);
-	close_fd(&s->wake);
-	close_fd(&s->notify_r);
-	close_fd(&s->notify_w);
-	pthread_mutex_destroy(&s->lock);
-	free(s->pairs);
-	free(s->adds);
-	free(s->batch);
-	free(s->done_ids);
-	free(s->done_rc);
-	free(s);
+	for (uint32_t i = 0; i < s->max_pairs; i++)
+		if (s->pairs[i].used)
+			close_pair(&s->pairs[i], 1);
+	splicer_free(s);
 	return 0;
 }

@@ -64,7 +64,13 @@ export class KernelForwarder {
    * @returns 0, or -errno with the socket left to the caller
    */
   forward(flow: InjectedFlow, end: (f: InjectedFlow) => void): { rc: number; detail?: string } {
-    if (this.handle < 0) this.open();
+    if (this.handle < 0) {
+      try {
+        this.open();
+      } catch (err) {
+        return { rc: -5, detail: (err as Error).message }; // EIO: the library could not start a forwarder
+      }
+    }
     const socket = flow.socket as net.Socket & { _handle?: { fd?: number } };
     if (socket.connecting) {
       // A handler's own socket still connecting (an injected one never is): paused, so
@@ -85,12 +91,15 @@ export class KernelForwarder {
     return { rc: 0 };
   }
 
+  /** Stop the thread: the connections still forwarded are reset, and each one's `end` runs. */
   close(): void {
     this.notify?.destroy();
     this.notify = undefined;
     if (this.handle >= 0) nativeSpliceClose(this.handle);
     this.handle = -1;
+    const left = [...this.flows.values()];
     this.flows.clear();
+    for (const e of left) e.end(e.flow);
   }
 
   private open(): void {
